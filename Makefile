@@ -1,0 +1,50 @@
+# One entry point for set-up: every target installs what it needs into .venv first.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+# torch and torchvision are pinned as a pair: this pair installs from the local wheel cache.
+TORCH_PINS := torch==2.14.1 torchvision==0.29.1
+
+.PHONY: install install-test demo test lint format bench clean
+
+$(VENV)/.base: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q $(TORCH_PINS)
+	$(PIP) install -q -e '.[vision,report]'
+	touch $@
+
+$(VENV)/.test: $(VENV)/.base pyproject.toml
+	$(PIP) install -q -e '.[test]'
+	touch $@
+
+$(VENV)/.bench: $(VENV)/.test pyproject.toml
+	$(PIP) install -q -e '.[bench]'
+	touch $@
+
+install: $(VENV)/.base
+install-test: $(VENV)/.test
+
+demo: $(VENV)/.base
+	$(VENV)/bin/netsculpt demo
+
+test: $(VENV)/.test
+	$(VENV)/bin/ruff check src tests benchmarks examples
+	$(VENV)/bin/ruff format --check src tests benchmarks examples
+	$(VENV)/bin/pytest -n 2 --dist loadgroup
+
+lint: $(VENV)/.test
+	$(VENV)/bin/ruff check src tests benchmarks examples
+	$(VENV)/bin/ruff format --check src tests benchmarks examples
+
+format: $(VENV)/.test
+	$(VENV)/bin/ruff format src tests benchmarks examples
+	$(VENV)/bin/ruff check --fix src tests benchmarks examples
+
+bench: $(VENV)/.bench
+	$(PY) benchmarks/zoo.py
+	$(PY) benchmarks/speedup.py
+
+clean:
+	rm -rf $(VENV) build dist src/*.egg-info

@@ -1,0 +1,52 @@
+"""netsculpt: change the structure of trained neural networks and get a working model back.
+
+The four verbs edit the model in place and return a :class:`Report`::
+
+    import netsculpt as ns
+    report = ns.prune(model, example_inputs, amount=0.5, importance="l2")
+    ns.save(model, "out/")
+
+Imports are lazy so that ``import netsculpt`` stays light (no torchvision, transformers,
+matplotlib or onnx until a feature needs them).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+# public name -> module that defines it
+_EXPORTS = {
+    "prune": "netsculpt.ops.prune",
+    "cut": "netsculpt.ops.cut",
+    "grow": "netsculpt.ops.grow",
+    "merge": "netsculpt.ops.merge",
+    "merge_models": "netsculpt.ops.merge_models",
+    "analyze": "netsculpt.ops.analyze",
+    "heal": "netsculpt.heal",
+    "evaluate": "netsculpt.measure.evaluate",
+    "measure": "netsculpt.measure",
+    "run": "netsculpt.recipes",
+    "save": "netsculpt.io",
+    "load": "netsculpt.io",
+    "export": "netsculpt.io",
+    "make_permanent": "netsculpt.surgery.masks",
+    "capture": "netsculpt.graph",
+    "build_graph": "netsculpt.graph",
+    "Report": "netsculpt.report",
+    "NetsculptError": "netsculpt.errors",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'netsculpt' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(list(globals()) + __all__)

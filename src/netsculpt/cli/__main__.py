@@ -1,0 +1,5 @@
+import sys
+
+from netsculpt.cli import main
+
+sys.exit(main())
