@@ -69,6 +69,7 @@ class Block:
     removable: bool = True
     how: str = ""  # "skip" | "zero" | "identity" | "bridge" | "bridge+fold"
     reason: str = ""  # why not removable
+    feature_dim: int = -1  # the channel dim of the block's input (1 for NCHW convs)
 
     @property
     def residual(self) -> bool:
@@ -83,7 +84,9 @@ def _op(node: torch.fx.Node) -> str:
     t = node.target
     if getattr(t, "__name__", "") == "getitem":
         return "getitem"
-    return f"{getattr(t, '_opname', getattr(t, '__name__', str(t)))}.{getattr(t, '_overloadname', '')}"
+    return (
+        f"{getattr(t, '_opname', getattr(t, '__name__', str(t)))}.{getattr(t, '_overloadname', '')}"
+    )
 
 
 class _Index:
@@ -135,7 +138,9 @@ class _Index:
         if op in _PASS:
             return self.nonneg(n.args[0], depth + 1)
         if op in _ADDS:
-            return all(self.nonneg(a, depth + 1) for a in n.args[:2] if isinstance(a, torch.fx.Node))
+            return all(
+                self.nonneg(a, depth + 1) for a in n.args[:2] if isinstance(a, torch.fx.Node)
+            )
         return False
 
     def writer_params(self, n: torch.fx.Node, depth: int = 0) -> list[str]:
@@ -147,6 +152,15 @@ class _Index:
             return ps
         data = [a for a in n.args if self.is_data(a)]
         return self.writer_params(data[0], depth + 1) if data else []
+
+    def feature_dim(self, inner: list[torch.fx.Node]) -> int:
+        for n in sorted(inner, key=self.order.__getitem__):
+            op = _op(n)
+            if op.startswith("conv") or op.startswith("batch_norm"):
+                return 1
+            if op in _MAC_OPS or op.startswith("layer_norm") or op.startswith("embedding"):
+                return -1
+        return -1
 
     def macs(self, inner: list[torch.fx.Node]) -> int:
         total = 0
@@ -169,8 +183,14 @@ class _Index:
         return total
 
 
-def _strip(n: Any) -> Any:
-    while isinstance(n, torch.fx.Node) and n.op == "call_function" and _op(n) in _SAME:
+def _strip(n: Any, stop: Any = ()) -> Any:
+    """Walk back through value-preserving ops (casts, eval dropout), stopping at ``stop``."""
+    while (
+        isinstance(n, torch.fx.Node)
+        and n not in stop
+        and n.op == "call_function"
+        and _op(n) in _SAME
+    ):
         n = n.args[0]
     return n
 
@@ -183,7 +203,7 @@ def _residual_chain(ix: _Index, out: torch.fx.Node, inputs: list, inner: set) ->
         node, post = node.args[0], True
     branches: list = []
     while _op(node) in _ADDS and node in inner:
-        a, b = _strip(node.args[0]), _strip(node.args[1])
+        a, b = _strip(node.args[0], inputs), _strip(node.args[1], inputs)
         for skip, br in ((a, b), (b, a)):
             if skip in inputs:
                 if post and not ix.nonneg(skip):
@@ -258,7 +278,7 @@ def find_blocks(model: nn.Module, example_inputs: Any, cap: Captured | None = No
             continue
         for u in outs[0].users:
             if _op(u) in _ADDS and u not in inner:
-                other = _strip(u.args[1] if u.args[0] is outs[0] else u.args[0])
+                other = _strip(u.args[1] if u.args[0] is outs[0] else u.args[0], ins)
                 if other in ins:
                     kinds[p] = ("branch", other, outs[0], [outs[0]])
     # keep the outermost residual modules
@@ -287,10 +307,11 @@ def _make_block(model: nn.Module, ix: _Index, group: list, res: tuple | None) ->
         return None  # never called on the example inputs (or parameter-free and traced away)
     first = min(ix.order[n] for n in inner)
     params = sum(
-        p.numel() for p in {id(p): p for q in paths for p in model.get_submodule(q).parameters()}.values()
+        p.numel()
+        for p in {id(p): p for q in paths for p in model.get_submodule(q).parameters()}.values()
     )
     container, index = group[0][0], group[0][1]
-    macs = ix.macs(inner)
+    macs, fdim = ix.macs(inner), ix.feature_dim(inner)
     prefix = paths[0] + "."
     if res is not None:
         kind, skip, out, brs = res
@@ -299,7 +320,7 @@ def _make_block(model: nn.Module, ix: _Index, group: list, res: tuple | None) ->
         shape = tuple(skip.meta["val"].shape)
         how = "skip" if kind == "residual" else "zero"
         b = Block(paths[0], kind, paths, container, index, shape, tuple(out.meta["val"].shape),
-                  params, macs, rel, "", True, how)  # fmt: skip
+                  params, macs, rel, "", True, how, "", fdim)  # fmt: skip
         return first, b
     ins, outs = ix.boundary(inner)
     last = model.get_submodule(paths[-1])
@@ -308,12 +329,12 @@ def _make_block(model: nn.Module, ix: _Index, group: list, res: tuple | None) ->
         shp = tuple(outs[0].meta["val"].shape) if outs else ()
         ishp = tuple(ins[0].meta["val"].shape) if ins else ()
         b = Block(paths[0], "layer", paths, container, index, ishp, shp, params, macs, (), act,
-                  False, "", f"{len(ins)} inputs / {len(outs)} outputs")  # fmt: skip
+                  False, "", f"{len(ins)} inputs / {len(outs)} outputs", fdim)  # fmt: skip
         return first, b
     ishp, oshp = tuple(ins[0].meta["val"].shape), tuple(outs[0].meta["val"].shape)
     how, reason = _plain_how(model, group, ishp, oshp, params)
     b = Block(paths[0], "layer", paths, container, index, ishp, oshp, params, macs, (), act,
-              not reason, how, reason)  # fmt: skip
+              not reason, how, reason, fdim)  # fmt: skip
     return first, b
 
 
