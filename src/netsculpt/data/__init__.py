@@ -1,0 +1,43 @@
+"""Built-in data sets and models, all offline.
+
+>>> from netsculpt.data import load_dataset, resolve_model, train_quick
+>>> model, x, source = resolve_model("digits-mlp")
+>>> acc = train_quick(model, "digits", epochs=5)          # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from netsculpt.data.datasets import DATASETS, load_dataset, make_loader
+from netsculpt.data.models import (
+    BUILTINS,
+    ConvNet1D,
+    DigitsCNN,
+    ResidualMLP,
+    SeedMLP,
+    TinyTransformer,
+    build_builtin,
+)
+from netsculpt.data.resolve import example_inputs_for, resolve_model
+from netsculpt.data.text import VOCAB_SIZE, decode, encode, text_corpus
+from netsculpt.data.train import accuracy, train_quick
+
+__all__ = [
+    "BUILTINS",
+    "DATASETS",
+    "VOCAB_SIZE",
+    "ConvNet1D",
+    "DigitsCNN",
+    "ResidualMLP",
+    "SeedMLP",
+    "TinyTransformer",
+    "accuracy",
+    "build_builtin",
+    "decode",
+    "encode",
+    "example_inputs_for",
+    "load_dataset",
+    "make_loader",
+    "resolve_model",
+    "text_corpus",
+    "train_quick",
+]

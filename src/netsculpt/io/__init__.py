@@ -1,0 +1,14 @@
+"""Save / load edited models (safetensors + JSON manifest, never pickle) and export them.
+
+>>> import netsculpt as ns
+>>> ns.save(model, "out/")                 # doctest: +SKIP
+>>> model = ns.load("out/")                # rebuilt from the recorded source + manifest
+"""
+
+from __future__ import annotations
+
+from netsculpt.io.files import export, load_model_file
+from netsculpt.io.manifest import record_module
+from netsculpt.io.saving import load, read_manifest, save
+
+__all__ = ["export", "load", "load_model_file", "read_manifest", "record_module", "save"]

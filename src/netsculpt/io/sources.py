@@ -1,0 +1,60 @@
+"""Build the original architecture named by a manifest's ``source`` (no weights, no network)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import nn
+
+from netsculpt.errors import InputError
+from netsculpt.io.manifest import _from_json, _import_class
+
+
+def build_from_source(manifest: dict[str, Any]) -> nn.Module:
+    """A fresh, randomly initialized model of the saved architecture.
+
+    Sources: ``torchvision:<name>``, ``builtin:<name>``, ``hf`` (config in the manifest),
+    ``netsculpt`` (a netsculpt class and its ``init`` kwargs).
+
+    >>> build_from_source({"source": "builtin:digits-mlp"})  # doctest: +SKIP
+    """
+    source = manifest.get("source")
+    kind, _, name = (source or "").partition(":")
+    if kind == "torchvision":
+        from netsculpt.data.resolve import torchvision_model
+
+        return torchvision_model(name)
+    if kind == "builtin":
+        from netsculpt.data.models import build_builtin
+
+        return build_builtin(name)
+    if kind == "hf":
+        return _build_hf(manifest)
+    if kind == "netsculpt":
+        cls = _import_class(manifest["class"])
+        init = {k: _from_json(v) for k, v in (manifest.get("init") or {}).items()}
+        return cls(**init)
+    raise InputError(
+        f"manifest.json: source {source!r} does not say how to build {manifest.get('class')}; "
+        "pass a fresh instance: netsculpt.load(folder, model)"
+    )
+
+
+def _build_hf(manifest: dict[str, Any]) -> nn.Module:
+    config_dict = manifest.get("config")
+    if not config_dict:
+        raise InputError("manifest.json: source 'hf' but no 'config' recorded")
+    import transformers
+
+    class_name = manifest.get("class", "")
+    cls = None
+    if class_name.startswith("transformers."):
+        cls = getattr(transformers, class_name.rpartition(".")[2], None)
+    if cls is None:
+        archs = config_dict.get("architectures") or []
+        cls = getattr(transformers, archs[0], None) if archs else None
+    if cls is None:
+        config = transformers.AutoConfig.for_model(**config_dict)
+        return transformers.AutoModel.from_config(config)
+    config = cls.config_class.from_dict(config_dict)
+    return cls._from_config(config)
