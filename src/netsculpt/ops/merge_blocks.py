@@ -1,0 +1,145 @@
+"""LaCo layer collapse: merge ``span`` adjacent, identical residual blocks into the first one with
+the RDSC rule ``θ*_l = θ_l + Σ_{k=1..m} (θ_{l+k} − θ_l)`` (norms kept from block ``l``), replace the
+others by the identity, and keep the change only if the model's output stays similar.
+
+The sum uses the *original* ``θ_l`` for every ``k``. LaCo's reference notebook updates ``θ_l`` in
+place inside the loop, which yields ``θ_{l+m}`` (layer replacement, not RDSC); see ALGORITHMS.md.
+
+>>> a, b, c = (torch.tensor([1.0]), torch.tensor([2.0]), torch.tensor([4.0]))
+>>> rdsc([a, b, c])
+tensor([5.])
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+from typing import Any
+
+import torch
+from torch import nn
+
+from netsculpt.graph.capture import eval_mode
+
+
+def rdsc(thetas: list[torch.Tensor]) -> torch.Tensor:
+    """``θ_0 + Σ_{k≥1} (θ_k − θ_0)`` with the original ``θ_0`` (not updated in place)."""
+    base = thetas[0]
+    out = base.clone()
+    for t in thetas[1:]:
+        out += t - base
+    return out
+
+
+def _is_norm(module: nn.Module) -> bool:
+    return "norm" in type(module).__name__.lower()
+
+
+def _signature(module: nn.Module) -> tuple:
+    return (type(module), tuple((k, tuple(v.shape)) for k, v in module.state_dict().items()))
+
+
+def block_runs(model: nn.Module, example_inputs: Any) -> list[list[str]]:
+    """Runs of consecutive residual blocks (one container, same class, same tensor shapes) that
+    can be collapsed into each other, from :func:`netsculpt.graph.blocks.find_blocks`."""
+    from netsculpt.graph.blocks import find_blocks
+
+    runs: list[list] = []
+    for b in find_blocks(model, example_inputs):
+        if b.kind != "residual" or b.how != "skip" or not b.removable or not b.same_shape:
+            continue
+        sig = _signature(model.get_submodule(b.name))
+        last = runs[-1][-1] if runs else None
+        if (
+            last
+            and last[0].container == b.container
+            and last[0].index + 1 == b.index
+            and (last[1] == sig)
+        ):
+            runs[-1].append((b, sig))
+        else:
+            runs.append([(b, sig)])
+    return [[b.name for b, _ in run] for run in runs if len(run) > 1]
+
+
+def _calib(data: Any, example_inputs: Any, limit: int) -> list:
+    from netsculpt.measure.evaluate import batches, split_batch
+
+    if data is None:
+        return [example_inputs]
+    if isinstance(data, torch.Tensor):
+        return [data]
+    return [split_batch(b)[0] for b in itertools.islice(batches(data), limit)]
+
+
+@torch.no_grad()
+def _outputs(model: nn.Module, inputs: list) -> list[torch.Tensor]:
+    from netsculpt.measure.evaluate import forward, logits_of
+
+    with eval_mode(model):
+        return [logits_of(forward(model, x)).detach().double() for x in inputs]
+
+
+def similarity(ref: list[torch.Tensor], out: list[torch.Tensor]) -> float:
+    """Mean over samples of the cosine between flattened outputs (LaCo's acceptance score)."""
+    num = den = 0.0
+    for a, b in zip(ref, out):
+        cos = nn.functional.cosine_similarity(a.flatten(1), b.flatten(1), dim=1)
+        num += float(cos.sum())
+        den += cos.numel()
+    return num / max(den, 1)
+
+
+def _collapse(model: nn.Module, paths: list[str]) -> None:
+    """Write RDSC of ``paths`` into ``paths[0]`` and replace the others by ``nn.Identity``."""
+    from netsculpt.io.manifest import record_module
+
+    blocks = [model.get_submodule(p) for p in paths]
+    target = blocks[0]
+    norms = {n for n, m in target.named_modules() if n and _is_norm(m)}
+    others = [dict(b.named_parameters()) for b in blocks[1:]]
+    with torch.no_grad():
+        for name, p in target.named_parameters():
+            if name.rpartition(".")[0] in norms:
+                continue  # LaCo keeps the norms of block l
+            merged = rdsc([p.detach().double()] + [o[name].detach().double() for o in others])
+            p.copy_(merged.to(p.dtype))
+    for p in paths[1:]:
+        record_module(model, p, nn.Identity())
+
+
+def collapse_blocks(model: nn.Module, example_inputs: Any, cfg, data: Any = None) -> dict:
+    """LaCo's loop over each run of identical residual blocks, from the top down (in place)."""
+    from netsculpt.ops.merge import restore
+
+    inputs = _calib(data, example_inputs, cfg.calib_batches)
+    ref = _outputs(model, inputs)
+    merged, tried, removed = [], [], 0
+    for run in reversed(block_runs(model, example_inputs)):
+        run = list(run)
+        layer = len(run) - cfg.span
+        while layer >= 0:
+            if cfg.max_removed is not None and removed + cfg.span - 1 > cfg.max_removed:
+                break
+            paths = run[layer : layer + cfg.span]
+            backup = copy.deepcopy(model)
+            _collapse(model, paths)
+            sim = similarity(ref, _outputs(model, inputs))
+            tried.append({"blocks": paths, "similarity": sim, "accepted": sim > cfg.threshold})
+            if sim > cfg.threshold:
+                merged.append({"into": paths[0], "removed": paths[1:], "similarity": sim})
+                removed += len(paths) - 1
+                del run[layer + 1 : layer + cfg.span]
+                layer = min(layer - 1, len(run) - cfg.span)
+            else:
+                restore(model, backup)
+                layer -= 1
+    final = similarity(ref, _outputs(model, inputs))
+    notes = [] if merged else [f"no block collapse kept output similarity > {cfg.threshold}"]
+    return {
+        "merged": merged,
+        "tried": tried,
+        "removed": removed,
+        "similarity": final,
+        "notes": notes,
+    }
