@@ -96,5 +96,5 @@ def export(model: nn.Module, path: str | os.PathLike, example_inputs: Any) -> Pa
                 raise InputError(
                     "export: .onnx needs onnxscript: pip install netsculpt[export]"
                 ) from exc
-            torch.onnx.export(model, args, str(p), kwargs=kwargs, dynamo=True)
+            torch.onnx.export(model, args, str(p), kwargs=kwargs, dynamo=True, verbose=False)
     return p

@@ -174,9 +174,10 @@ def load(directory: str | os.PathLike, model: nn.Module | None = None) -> nn.Mod
         model = build_from_source(manifest)
     for spec in manifest.get("modules", []):
         set_submodule(model, spec["path"], build_module(spec, model))
-    _set_attrs(model, manifest.get("attrs", {}))
-    _set_config(model, manifest.get("config"))
     _fix_shapes(model, manifest.get("shapes", {}), weights)
+    _set_attrs(model, manifest.get("attrs", {}), folder / MANIFEST)
+    _set_config(model, manifest.get("config"))
+    _tie(model, manifest.get("aliases", {}), weights)
     _load_tensors(model, tensors, manifest, weights)
     model._netsculpt_edits = list(manifest.get("modules", []))
     if manifest.get("source"):
@@ -184,9 +185,14 @@ def load(directory: str | os.PathLike, model: nn.Module | None = None) -> nn.Mod
     return model
 
 
-def _set_attrs(model: nn.Module, attrs: dict[str, dict[str, Any]]) -> None:
+def _set_attrs(model: nn.Module, attrs: dict[str, dict[str, Any]], where: Path) -> None:
     for path, values in attrs.items():
-        module = get_submodule(model, path) if path else model
+        try:
+            module = model.get_submodule(path)
+        except AttributeError as exc:
+            raise InputError(
+                f"load: {where}: attrs of '{path}': no such submodule in {type(model).__name__}"
+            ) from exc
         for name, value in values.items():
             current = getattr(module, name, None)
             if isinstance(value, list) and isinstance(current, (tuple, list)):
@@ -231,6 +237,20 @@ def _fix_shapes(model: nn.Module, shapes: dict[str, list[int]], weights: Path) -
         for other, tensor in list(named.items()):
             if tensor is old:
                 named[other] = new
+
+
+def _tie(model: nn.Module, aliases: dict[str, str], weights: Path) -> None:
+    """Make every saved alias the very tensor it was tied to (fresh models may not tie them)."""
+    named = dict(model.named_parameters(remove_duplicate=False))
+    named.update(model.named_buffers(remove_duplicate=False))
+    for alias, kept in aliases.items():
+        if alias not in named or kept not in named:
+            key = alias if alias not in named else kept
+            raise InputError(f"load: {weights}: key '{key}' is not in {type(model).__name__}")
+        mod_path, _, leaf = alias.rpartition(".")
+        owner = get_submodule(model, mod_path) if mod_path else model
+        table = owner._parameters if leaf in owner._parameters else owner._buffers
+        table[leaf] = named[kept]
 
 
 def _load_tensors(
