@@ -39,10 +39,12 @@ def _signature(module: nn.Module) -> tuple:
     return (type(module), tuple((k, tuple(v.shape)) for k, v in module.state_dict().items()))
 
 
-def block_runs(model: nn.Module, example_inputs: Any) -> list[list[str]]:
-    """Runs of consecutive residual blocks (one container, same class, same tensor shapes) that
-    can be collapsed into each other, from :func:`netsculpt.graph.blocks.find_blocks`."""
+def block_runs(model: nn.Module, example_inputs: Any) -> list[list]:
+    """Runs of adjacent residual blocks (one container, same class, same tensor shapes; removed
+    blocks between them do not count) that can be collapsed into each other, as ``Block``s from
+    :func:`netsculpt.graph.blocks.find_blocks`."""
     from netsculpt.graph.blocks import find_blocks
+    from netsculpt.surgery.depth import Skip
 
     runs: list[list] = []
     for b in find_blocks(model, example_inputs):
@@ -50,16 +52,14 @@ def block_runs(model: nn.Module, example_inputs: Any) -> list[list[str]]:
             continue
         sig = _signature(model.get_submodule(b.name))
         last = runs[-1][-1] if runs else None
-        if (
-            last
-            and last[0].container == b.container
-            and last[0].index + 1 == b.index
-            and (last[1] == sig)
-        ):
-            runs[-1].append((b, sig))
-        else:
-            runs.append([(b, sig)])
-    return [[b.name for b, _ in run] for run in runs if len(run) > 1]
+        if last is not None and last[0].container == b.container and last[1] == sig:
+            box = model.get_submodule(b.container) if b.container else model
+            gap = list(box.children())[last[0].index + 1 : b.index]
+            if all(isinstance(m, (nn.Identity, Skip)) for m in gap):
+                runs[-1].append((b, sig))
+                continue
+        runs.append([(b, sig)])
+    return [[b for b, _ in run] for run in runs if len(run) > 1]
 
 
 def _calib(data: Any, example_inputs: Any, limit: int) -> list:
@@ -90,22 +90,22 @@ def similarity(ref: list[torch.Tensor], out: list[torch.Tensor]) -> float:
     return num / max(den, 1)
 
 
-def _collapse(model: nn.Module, paths: list[str]) -> None:
-    """Write RDSC of ``paths`` into ``paths[0]`` and replace the others by ``nn.Identity``."""
-    from netsculpt.io.manifest import record_module
+def _collapse(model: nn.Module, blocks: list) -> None:
+    """Write RDSC of ``blocks`` into the first one and remove the others (highest index first,
+    so that deleting from a ModuleList leaves the lower indices valid)."""
+    from netsculpt.surgery.depth import remove_block
 
-    blocks = [model.get_submodule(p) for p in paths]
-    target = blocks[0]
+    target = model.get_submodule(blocks[0].name)
     norms = {n for n, m in target.named_modules() if n and _is_norm(m)}
-    others = [dict(b.named_parameters()) for b in blocks[1:]]
+    others = [dict(model.get_submodule(b.name).named_parameters()) for b in blocks[1:]]
     with torch.no_grad():
         for name, p in target.named_parameters():
             if name.rpartition(".")[0] in norms:
                 continue  # LaCo keeps the norms of block l
             merged = rdsc([p.detach().double()] + [o[name].detach().double() for o in others])
             p.copy_(merged.to(p.dtype))
-    for p in paths[1:]:
-        record_module(model, p, nn.Identity())
+    for b in sorted(blocks[1:], key=lambda b: -b.index):
+        remove_block(model, b)
 
 
 def collapse_blocks(model: nn.Module, example_inputs: Any, cfg, data: Any = None) -> dict:
@@ -115,25 +115,35 @@ def collapse_blocks(model: nn.Module, example_inputs: Any, cfg, data: Any = None
     inputs = _calib(data, example_inputs, cfg.calib_batches)
     ref = _outputs(model, inputs)
     merged, tried, removed = [], [], 0
-    for run in reversed(block_runs(model, example_inputs)):
-        run = list(run)
+    runs = block_runs(model, example_inputs)
+    r = len(runs) - 1
+    while r >= 0:
+        run = runs[r]
         layer = len(run) - cfg.span
         while layer >= 0:
             if cfg.max_removed is not None and removed + cfg.span - 1 > cfg.max_removed:
                 break
-            paths = run[layer : layer + cfg.span]
+            cands = run[layer : layer + cfg.span]
+            names = [b.name for b in cands]
             backup = copy.deepcopy(model)
-            _collapse(model, paths)
+            _collapse(model, cands)
             sim = similarity(ref, _outputs(model, inputs))
-            tried.append({"blocks": paths, "similarity": sim, "accepted": sim > cfg.threshold})
+            tried.append({"blocks": names, "similarity": sim, "accepted": sim > cfg.threshold})
             if sim > cfg.threshold:
-                merged.append({"into": paths[0], "removed": paths[1:], "similarity": sim})
-                removed += len(paths) - 1
-                del run[layer + 1 : layer + cfg.span]
-                layer = min(layer - 1, len(run) - cfg.span)
+                merged.append({"into": names[0], "removed": names[1:], "similarity": sim})
+                removed += len(cands) - 1
+                # re-read the blocks: a ModuleList shifted; the merged block kept its name
+                runs = block_runs(model, example_inputs)
+                r = next((i for i, rr in enumerate(runs) if names[0] in {b.name for b in rr}), -1)
+                if r < 0:
+                    break
+                run = runs[r]
+                pos = [b.name for b in run].index(names[0])
+                layer = min(pos - 1, len(run) - cfg.span)
             else:
                 restore(model, backup)
                 layer -= 1
+        r -= 1
     final = similarity(ref, _outputs(model, inputs))
     notes = [] if merged else [f"no block collapse kept output similarity > {cfg.threshold}"]
     return {

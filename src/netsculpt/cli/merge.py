@@ -1,0 +1,61 @@
+"""``netsculpt merge MODEL [--neurons] [--blocks] -o OUT``: fold layers, merge neurons / blocks."""
+
+from __future__ import annotations
+
+import argparse
+
+from netsculpt.errors import InputError
+
+NAME = "merge"
+HELP = (
+    "Merge layers: exact folds (BatchNorm, Linear∘Linear, 1x1 conv, norm gains) by default; "
+    "--neurons merges near-duplicate neurons, --blocks collapses similar blocks (LaCo)."
+)
+ORDER = 30
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", help="built-in name, torchvision name, netsculpt folder or .pt2")
+    parser.add_argument("-o", "--output", required=True, help="folder to save the merged model")
+    parser.add_argument("--neurons", action="store_true", help="merge near-duplicate neurons")
+    parser.add_argument("--blocks", action="store_true", help="collapse similar adjacent blocks")
+    parser.add_argument(
+        "--threshold",
+        type=float,
+        help="--neurons: cosine distance (default 0.01); --blocks: output similarity to keep "
+        "(default 0.9)",
+    )
+    parser.add_argument(
+        "--data", help="calibration data for --blocks: a built-in data set (default: example input)"
+    )
+    parser.add_argument("--no-folds", action="store_true", help="skip the exact folds")
+    parser.add_argument("--report", help="also write the report to this .json or .html file")
+
+
+def run(args: argparse.Namespace) -> int:
+    from netsculpt.data import load_dataset, resolve_model
+    from netsculpt.io import save
+    from netsculpt.ops.merge import merge
+
+    if args.report and not args.report.endswith((".json", ".html")):
+        raise InputError(f"--report must end in .json or .html, got {args.report!r}")
+    model, example_inputs, source = resolve_model(args.model)
+    if example_inputs is None:
+        raise InputError(
+            f"{args.model}: no example inputs known for this model; use the Python API"
+        )
+    data = load_dataset(args.data, "val") if args.data else None
+    report = merge(
+        model,
+        example_inputs,
+        neurons=args.neurons,
+        blocks=args.blocks,
+        threshold=args.threshold,
+        data=data,
+        folds=not args.no_folds,
+    )
+    print(report)
+    save(model, args.output, source=source)
+    if args.report:
+        (report.to_json if args.report.endswith(".json") else report.to_html)(args.report)
+    return 0
