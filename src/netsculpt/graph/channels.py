@@ -79,7 +79,7 @@ class StructureGraph:
     mac_terms: list[MacTerm]
     conv_groups: dict[str, tuple]  # conv module path -> layout of its groups dim
     conv_inputs: dict[str, tuple]  # conv module path -> layout of its input channel dim
-    head_modules: dict[int, set[str]] = field(default_factory=dict)  # head group -> modules
+    shape_attrs: list[tuple[str, str, list]] = field(default_factory=list)  # (module, attr, dims)
     _class_group: dict[int, Group] = field(default_factory=dict)
 
     # -- lookups -------------------------------------------------------------------------------
@@ -158,6 +158,7 @@ class Tracer:
         self.conv_groups: dict[str, tuple] = {}
         self.conv_inputs: dict[str, tuple] = {}
         self.splits: list[list[tuple]] = []
+        self.shape_attrs: list[tuple[str, str, list]] = []
         self.ignore = ignore
         self._node = None
 
@@ -287,6 +288,9 @@ class Tracer:
             out.append(lay)
         return out
 
+    def record_attr(self, node, attr: str, layouts: list) -> None:
+        self.shape_attrs.append((self.path(node), attr, layouts))
+
     def record_conv(self, node, in_layout, g_layout) -> None:
         self.conv_inputs[self.path(node)] = in_layout
         if g_layout is not None:
@@ -347,8 +351,9 @@ class Tracer:
             self.layouts[node.name] = out
 
     def _ignored(self, path: str) -> bool:
-        return any(path == p or path.startswith(p + ".") or fnmatch.fnmatch(path, p)
-                   for p in self.ignore)
+        return any(
+            path == p or path.startswith(p + ".") or fnmatch.fnmatch(path, p) for p in self.ignore
+        )
 
     def _resolve_splits(self) -> None:
         """A view that splits a channel dim: keep whole heads (outer) when the outer part is an
@@ -466,7 +471,9 @@ def _finish(model: nn.Module, tr: Tracer, patterns: list[str]) -> StructureGraph
         if node.op == "call_function":
             for lay in _flat_layouts(tr.layouts.get(node.name)):
                 observed.update(atoms.leaves(lay))
-    kinds = {cap.tensor_of_input[n]: k for n, k in cap.input_kind.items() if n in cap.tensor_of_input}
+    kinds = {
+        cap.tensor_of_input[n]: k for n, k in cap.input_kind.items() if n in cap.tensor_of_input
+    }
     classes: dict[int, list[Member]] = {}
     order: list[int] = []
     for fqn, lays in tensor_layouts.items():
@@ -479,8 +486,14 @@ def _finish(model: nn.Module, tr: Tracer, patterns: list[str]) -> StructureGraph
                     classes[cls] = []
                     order.append(cls)
                 classes[cls].append(
-                    Member(fqn, d, atoms.index_map(lay, cls), tr.roles.get((fqn, d), "other"),
-                           mod, kinds.get(fqn, "param"))
+                    Member(
+                        fqn,
+                        d,
+                        atoms.index_map(lay, cls),
+                        tr.roles.get((fqn, d), "other"),
+                        mod,
+                        kinds.get(fqn, "param"),
+                    )
                 )
     groups: list[Group] = []
     class_group: dict[int, Group] = {}
@@ -494,12 +507,26 @@ def _finish(model: nn.Module, tr: Tracer, patterns: list[str]) -> StructureGraph
         if reason is None and not any(m.kind == "param" for m in members):
             reason = "no parameter to remove"
         is_head = bool(atoms.flags.get(cls, set()) & {"head", "mmbatch"})
-        g = Group(len(groups), atoms.size[cls], "head" if is_head else "channel", members,
-                  reason is None, reason, cls)
+        g = Group(
+            len(groups),
+            atoms.size[cls],
+            "head" if is_head else "channel",
+            members,
+            reason is None,
+            reason,
+            cls,
+        )
         groups.append(g)
         class_group[cls] = g
     return StructureGraph(
-        captured=cap, atoms=atoms, layouts=tr.layouts, tensor_layouts=tensor_layouts,
-        groups=groups, mac_terms=tr.mac_terms, conv_groups=tr.conv_groups,
-        conv_inputs=tr.conv_inputs, _class_group=class_group,
+        captured=cap,
+        atoms=atoms,
+        layouts=tr.layouts,
+        tensor_layouts=tensor_layouts,
+        groups=groups,
+        mac_terms=tr.mac_terms,
+        conv_groups=tr.conv_groups,
+        conv_inputs=tr.conv_inputs,
+        shape_attrs=tr.shape_attrs,
+        _class_group=class_group,
     )

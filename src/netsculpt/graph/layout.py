@@ -166,9 +166,7 @@ class Atoms:
     def unify(self, l1: Layout, l2: Layout) -> None:
         """Couple two layouts index-for-index; raises :class:`Incompatible` if impossible."""
         if self.layout_size(l1) != self.layout_size(l2):
-            raise Incompatible(
-                f"layout sizes {self.layout_size(l1)} != {self.layout_size(l2)}"
-            )
+            raise Incompatible(f"layout sizes {self.layout_size(l1)} != {self.layout_size(l2)}")
         a, b = deque(self.expand(l1)), deque(self.expand(l2))
         while a and b:
             x, y = self._next(a), self._next(b)

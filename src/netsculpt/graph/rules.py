@@ -95,8 +95,15 @@ def linear(t, node):
     return out
 
 
-@rule("conv1d", "conv2d", "conv3d", "convolution", "conv_transpose1d", "conv_transpose2d",
-      "conv_transpose3d")
+@rule(
+    "conv1d",
+    "conv2d",
+    "conv3d",
+    "convolution",
+    "conv_transpose1d",
+    "conv_transpose2d",
+    "conv_transpose3d",
+)
 def conv(t, node):
     name = op_name(node)
     x, w = node.args[0], node.args[1]
@@ -149,8 +156,13 @@ def _prod(xs) -> int:
     return p
 
 
-@rule("batch_norm", "_native_batch_norm_legit_no_training", "_native_batch_norm_legit",
-      "native_batch_norm", "instance_norm")
+@rule(
+    "batch_norm",
+    "_native_batch_norm_legit_no_training",
+    "_native_batch_norm_legit",
+    "native_batch_norm",
+    "instance_norm",
+)
 def batch_norm(t, node):
     x = node.args[0]
     lx = t.L(x)
@@ -169,6 +181,7 @@ def layer_norm(t, node):
     x, shape = node.args[0], node.args[1]
     lx = t.L(x)
     k = len(shape)
+    t.record_attr(node, "normalized_shape", [lx[len(lx) - k + i] for i in range(k)])
     for p in node.args[2:4]:
         if isinstance(p, torch.fx.Node):
             t.role(p, 0, "norm")
@@ -288,8 +301,12 @@ def einsum(t, node):
     return [letters.get(ch) or t.fresh(s, "einsum") for ch, s in zip(rhs, t.shape(node))]
 
 
-@rule("scaled_dot_product_attention", "_scaled_dot_product_flash_attention_for_cpu",
-      "_scaled_dot_product_efficient_attention", "_scaled_dot_product_flash_attention")
+@rule(
+    "scaled_dot_product_attention",
+    "_scaled_dot_product_flash_attention_for_cpu",
+    "_scaled_dot_product_efficient_attention",
+    "_scaled_dot_product_flash_attention",
+)
 def sdpa(t, node):
     q, k, v = node.args[:3]
     lq, lk, lv = t.L(q), t.L(k), t.L(v)
@@ -318,9 +335,29 @@ def sdpa(t, node):
 
 
 # -- reductions and pooling --------------------------------------------------------------------
-@rule("mean", "sum", "amax", "amin", "var", "std", "prod", "linalg_vector_norm", "norm",
-      "logsumexp", "max", "min", "argmax", "argmin", "any", "all", "var_mean", "std_mean",
-      "count_nonzero", "nansum", "nanmean")
+@rule(
+    "mean",
+    "sum",
+    "amax",
+    "amin",
+    "var",
+    "std",
+    "prod",
+    "linalg_vector_norm",
+    "norm",
+    "logsumexp",
+    "max",
+    "min",
+    "argmax",
+    "argmin",
+    "any",
+    "all",
+    "var_mean",
+    "std_mean",
+    "count_nonzero",
+    "nansum",
+    "nanmean",
+)
 def reduction(t, node):
     x = node.args[0]
     lx, sx = t.L(x), t.shape(x)
@@ -355,12 +392,32 @@ def reduction(t, node):
     return shaped(val)
 
 
-@rule("adaptive_avg_pool1d", "adaptive_avg_pool2d", "adaptive_avg_pool3d", "avg_pool1d",
-      "avg_pool2d", "avg_pool3d", "max_pool1d", "max_pool2d", "max_pool3d",
-      "max_pool1d_with_indices", "max_pool2d_with_indices", "max_pool3d_with_indices",
-      "adaptive_max_pool1d", "adaptive_max_pool2d", "adaptive_max_pool3d", "upsample_nearest1d",
-      "upsample_nearest2d", "upsample_bilinear2d", "upsample_bicubic2d", "upsample_linear1d",
-      "_upsample_nearest_exact2d", "_adaptive_avg_pool2d", "lp_pool2d", "interpolate")
+@rule(
+    "adaptive_avg_pool1d",
+    "adaptive_avg_pool2d",
+    "adaptive_avg_pool3d",
+    "avg_pool1d",
+    "avg_pool2d",
+    "avg_pool3d",
+    "max_pool1d",
+    "max_pool2d",
+    "max_pool3d",
+    "max_pool1d_with_indices",
+    "max_pool2d_with_indices",
+    "max_pool3d_with_indices",
+    "adaptive_max_pool1d",
+    "adaptive_max_pool2d",
+    "adaptive_max_pool3d",
+    "upsample_nearest1d",
+    "upsample_nearest2d",
+    "upsample_bilinear2d",
+    "upsample_bicubic2d",
+    "upsample_linear1d",
+    "_upsample_nearest_exact2d",
+    "_adaptive_avg_pool2d",
+    "lp_pool2d",
+    "interpolate",
+)
 def pool(t, node):
     x = node.args[0]
     lx = t.L(x)
@@ -380,15 +437,25 @@ def pool(t, node):
 
 
 # -- shape ops ---------------------------------------------------------------------------------
-@rule("view", "reshape", "_unsafe_view", "flatten", "unflatten", "squeeze", "unsqueeze",
-      "view_as", "reshape_as", "_reshape_alias", "view_copy")
+@rule(
+    "view",
+    "reshape",
+    "_unsafe_view",
+    "flatten",
+    "unflatten",
+    "squeeze",
+    "unsqueeze",
+    "view_as",
+    "reshape_as",
+    "_reshape_alias",
+    "view_copy",
+)
 def reshape(t, node):
     x = node.args[0]
     return t.reshape(t.L(x), t.shape(x), t.shape(node), node)
 
 
-@rule("permute", "transpose", "t", "swapaxes", "swapdims", "movedim", "numpy_T", "mT",
-      "adjoint")
+@rule("permute", "transpose", "t", "swapaxes", "swapdims", "movedim", "numpy_T", "mT", "adjoint")
 def permute(t, node):
     x = node.args[0]
     lx = list(t.L(x))
@@ -401,10 +468,15 @@ def permute(t, node):
         a, b = node.args[1] % n, node.args[2] % n
         perm[a], perm[b] = perm[b], perm[a]
     elif name in ("t", "numpy_T", "mT", "adjoint"):
-        perm = list(range(n))[::-1] if name in ("t", "numpy_T") else list(range(n - 2)) + [
-            n - 1,
-            n - 2,
-        ]
+        perm = (
+            list(range(n))[::-1]
+            if name in ("t", "numpy_T")
+            else list(range(n - 2))
+            + [
+                n - 1,
+                n - 2,
+            ]
+        )
     else:  # movedim
         src, dst = node.args[1], node.args[2]
         src = [src] if isinstance(src, int) else list(src)
@@ -528,6 +600,11 @@ def split(t, node):
         out[dim] = t.sub_layout(lx[dim], start, start + size, node)
         start += size
         outs.append(out)
+    sizes = {v.shape[dim] for v in vals}
+    if name == "chunk" or (name in ("split", "unsafe_split") and len(sizes) == 1):
+        # the cut points follow the input size at run time: pieces must shrink alike
+        for out in outs[1:]:
+            t.unify(outs[0][dim], out[dim], node)
     return outs
 
 
@@ -556,9 +633,11 @@ def index(t, node):
     first, last = used[0], used[-1]
     n_idx = len(out_shape) - (len(lx) - len(used))
     if used == list(range(first, last + 1)):
-        return lx[:first] + [t.fresh(s, "indexed") for s in out_shape[first : first + n_idx]] + lx[
-            last + 1 :
-        ]
+        return (
+            lx[:first]
+            + [t.fresh(s, "indexed") for s in out_shape[first : first + n_idx]]
+            + lx[last + 1 :]
+        )
     rest = [lay for i, lay in enumerate(lx) if i not in used]
     return [t.fresh(s, "indexed") for s in out_shape[:n_idx]] + rest
 
@@ -589,8 +668,17 @@ def index_select(t, node):
     return lx
 
 
-@rule("index_put", "index_copy", "index_fill", "scatter", "scatter_add", "scatter_reduce",
-      "masked_scatter", "slice_scatter", "select_scatter")
+@rule(
+    "index_put",
+    "index_copy",
+    "index_fill",
+    "scatter",
+    "scatter_add",
+    "scatter_reduce",
+    "masked_scatter",
+    "slice_scatter",
+    "select_scatter",
+)
 def index_put(t, node):
     x = node.args[0]
     for a in node.args[1:]:
@@ -601,8 +689,16 @@ def index_put(t, node):
     return list(t.L(x))
 
 
-@rule("pad", "constant_pad_nd", "reflection_pad1d", "reflection_pad2d", "replication_pad1d",
-      "replication_pad2d", "reflection_pad3d", "replication_pad3d")
+@rule(
+    "pad",
+    "constant_pad_nd",
+    "reflection_pad1d",
+    "reflection_pad2d",
+    "replication_pad1d",
+    "replication_pad2d",
+    "reflection_pad3d",
+    "replication_pad3d",
+)
 def pad(t, node):
     x = node.args[0]
     lx, sx = list(t.L(x)), t.shape(x)
@@ -673,7 +769,11 @@ sym_constrain_range _assert_async empty_strided new_empty_strided lift_fresh
 
 @rule(*FACTORIES)
 def factory(t, node):
-    return t.opaque(node, "created inside forward with a fixed size")
+    # a tensor argument (x.new_zeros(...)) only lends dtype and device: it is not coupled
+    v = t.val(node)
+    if isinstance(v, (tuple, list)):
+        return [t.opaque_value(x) for x in v]
+    return t.opaque_value(v)
 
 
 @rule("getitem")

@@ -1,0 +1,23 @@
+"""The only editor of models: slice / extend tensors by channel index, fix attributes, verify."""
+
+from netsculpt.surgery.slicing import (
+    Edit,
+    find_breaking_groups,
+    outputs_close,
+    meta_clone,
+    remove_channels,
+    remove_channels_safely,
+    tensor_positions,
+    verify,
+)
+
+__all__ = [
+    "Edit",
+    "find_breaking_groups",
+    "outputs_close",
+    "meta_clone",
+    "remove_channels",
+    "remove_channels_safely",
+    "tensor_positions",
+    "verify",
+]
