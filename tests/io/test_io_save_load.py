@@ -196,3 +196,23 @@ def test_hf_model_rebuilds_from_saved_config(tmp_path):
     torch.testing.assert_close(
         loaded(input_ids=ids).last_hidden_state, model(input_ids=ids).last_hidden_state
     )
+
+
+def test_module_edited_in_place_is_recorded_by_type_not_as_self_reference(tmp_path):
+    net = Net()
+    net.act.__class__ = nn.GELU  # an in-place class swap, as surgery does for attention
+    net.act.approximate = "tanh"
+    spec = record_module(net, "act", net.act)
+    assert "ref" not in spec and spec["type"].endswith("GELU")
+    save(net, tmp_path / "g")
+    loaded = load(tmp_path / "g", Net())
+    assert isinstance(loaded.act, nn.GELU) and loaded.act.approximate == "tanh"
+
+
+def test_bias_added_by_surgery_is_created_on_load(tmp_path):
+    net = nn.Sequential(nn.Linear(3, 2, bias=False))
+    net[0].bias = nn.Parameter(torch.randn(2))  # e.g. a folded BatchNorm shift
+    save(net, tmp_path / "b")
+    loaded = load(tmp_path / "b", nn.Sequential(nn.Linear(3, 2, bias=False)))
+    x = torch.randn(1, 3)
+    torch.testing.assert_close(loaded(x), net(x))

@@ -166,7 +166,10 @@ def record_module(model: nn.Module, path: str, module: nn.Module) -> dict[str, A
     for name, sub in model.named_modules(remove_duplicate=False):
         if name and id(sub) not in known:
             known[id(sub)] = name
-    get_submodule(model, path)  # the target must exist: replacing, not inventing paths
+    current = get_submodule(model, path)  # the target must exist: replacing, not inventing
+    if current is module:
+        # edited in place (e.g. its class swapped): record what it is now, not a self-reference
+        known.pop(id(module), None)
     spec = {"path": path, **module_spec(module, known, path)}
     set_submodule(model, path, module)
     edits: list[dict[str, Any]] = list(getattr(model, "_netsculpt_edits", []))

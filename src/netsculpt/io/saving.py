@@ -61,7 +61,11 @@ def build_manifest(
     """
     tensors, aliases = unique_state_dict(model)
     extra = _non_persistent_buffers(model)
-    shapes = {name: list(t.shape) for name, t in model.state_dict().items()}
+    shapes = {
+        name: list(t.shape)
+        for name, t in model.state_dict().items()
+        if isinstance(t, torch.Tensor)  # skip get_extra_state() payloads
+    }
     shapes.update({name: list(t.shape) for name, t in extra.items()})
     for name, buf in extra.items():
         tensors[BUFFER_PREFIX + name] = buf.detach().cpu().contiguous().clone()
@@ -174,7 +178,7 @@ def load(directory: str | os.PathLike, model: nn.Module | None = None) -> nn.Mod
         model = build_from_source(manifest)
     for spec in manifest.get("modules", []):
         set_submodule(model, spec["path"], build_module(spec, model))
-    _fix_shapes(model, manifest.get("shapes", {}), weights)
+    _fix_shapes(model, manifest.get("shapes", {}), tensors, weights)
     _set_attrs(model, manifest.get("attrs", {}), folder / MANIFEST)
     _set_config(model, manifest.get("config"))
     _tie(model, manifest.get("aliases", {}), weights)
@@ -212,7 +216,31 @@ def _set_config(model: nn.Module, saved: dict[str, Any] | None) -> None:
             setattr(config, key, value)
 
 
-def _fix_shapes(model: nn.Module, shapes: dict[str, list[int]], weights: Path) -> None:
+def _add_missing(
+    model: nn.Module, name: str, shape: list[int], saved: torch.Tensor | None, weights: Path
+) -> None:
+    """Create a param/buffer that surgery added where the fresh model registers None (a bias)."""
+    mod_path, _, leaf = name.rpartition(".")
+    try:
+        owner = model.get_submodule(mod_path)
+    except AttributeError:
+        owner = None
+    for table, is_param in (
+        (getattr(owner, "_parameters", {}), True),
+        (getattr(owner, "_buffers", {}), False),
+    ):
+        if leaf in table and table[leaf] is None:
+            ref = next(owner.parameters(), None)
+            dtype = saved.dtype if saved is not None else torch.float32
+            new = torch.empty(shape, dtype=dtype, device=ref.device if ref is not None else "cpu")
+            table[leaf] = nn.Parameter(new) if is_param else new
+            return
+    raise InputError(f"load: {weights}: key '{name}' is not in {type(model).__name__}")
+
+
+def _fix_shapes(
+    model: nn.Module, shapes: dict[str, list[int]], tensors: dict[str, torch.Tensor], weights: Path
+) -> None:
     """Replace every param/buffer whose saved shape differs by an empty one of the saved shape."""
     owners: dict[int, list[tuple[dict[str, Any], str]]] = {}
     for module in model.modules(remove_duplicate=False):
@@ -225,7 +253,8 @@ def _fix_shapes(model: nn.Module, shapes: dict[str, list[int]], weights: Path) -
     for name, shape in shapes.items():
         old = named.get(name)
         if old is None:
-            raise InputError(f"load: {weights}: key '{name}' is not in {type(model).__name__}")
+            _add_missing(model, name, shape, tensors.get(name), weights)
+            continue
         if list(old.shape) == list(shape):
             continue
         new = torch.empty(shape, dtype=old.dtype, device=old.device)
