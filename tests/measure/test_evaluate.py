@@ -97,3 +97,20 @@ def test_classification_without_labels_is_refused():
     model, x, _ = _classification()
     with pytest.raises(InputError, match="no target"):
         evaluate(model, [x])
+
+
+def test_lm_pairs_are_already_shifted():
+    torch.manual_seed(0)
+    lm = TinyLM()
+    ids = torch.randint(0, 11, (2, 5))
+    x, y = ids[:, :-1], ids[:, 1:]
+
+    class Plain(nn.Module):  # tensor in, logits out
+        def forward(self, x):
+            return lm(x)["logits"]
+
+    res = evaluate(Plain(), [(x, y)], metric="perplexity")
+    nll = F.cross_entropy(lm(x)["logits"].reshape(-1, 11), y.reshape(-1))
+    assert res["samples"] == 8 and res["perplexity"] == pytest.approx(
+        math.exp(nll.item()), rel=1e-5
+    )

@@ -4,6 +4,10 @@ The batch helpers here (:func:`split_batch`, :func:`forward`, :func:`logits_of`,
 :func:`task_loss`) are shared with :mod:`netsculpt.heal` so both read batches the same way.
 A batch is ``(x, y)``, a bare ``x`` or a dict of keyword arguments (Hugging Face style);
 ``x`` may itself be a dict of keyword arguments or a tuple of positional ones.
+
+Language models (``task="lm"``): a bare ``x`` or a dict batch (``input_ids`` / ``labels``, as in
+Hugging Face) is shifted by one token here; in an ``(x, y)`` tensor pair ``y`` is already the
+next token of each position (nanoGPT style) and is used as is.
 """
 
 from __future__ import annotations
@@ -111,7 +115,8 @@ def task_loss(output: Any, inputs: Any, target: Any, task: str) -> tuple[torch.T
     logits = logits_of(output)
     if task == "lm":
         labels = lm_labels(inputs, target)
-        logits, labels = logits[:, :-1], labels[:, 1:]
+        if target is None or isinstance(inputs, Mapping):  # labels aligned with the input ids
+            logits, labels = logits[:, :-1], labels[:, 1:]
     elif target is None:
         raise InputError("classification batch: no target; pass (x, y) batches or task='lm'")
     else:

@@ -1,0 +1,66 @@
+"""``netsculpt evaluate MODEL --data digits [--metric accuracy] [--reference ORIGINAL]``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+NAME = "evaluate"
+HELP = (
+    "Evaluate a model on a built-in data set: accuracy, loss, perplexity or embedding fidelity, "
+    "plus params, MACs, latency and saved size."
+)
+ORDER = 70
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", help="built-in name, torchvision name, netsculpt folder or .pt2")
+    parser.add_argument("--data", required=True, help="built-in data set (digits, mnist1d, ...)")
+    parser.add_argument(
+        "--metric",
+        choices=("accuracy", "loss", "perplexity", "fidelity"),
+        help="default: perplexity for stdlib-text, else accuracy",
+    )
+    parser.add_argument("--reference", help="model to compare embeddings with (--metric fidelity)")
+    parser.add_argument("--split", default="test", choices=("train", "val", "test"))
+    parser.add_argument("--latency", action="store_true", help="also time CPU latency")
+    parser.add_argument("--json", help="write the results to this JSON file")
+
+
+def run(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from netsculpt.data import load_dataset, make_loader, resolve_model
+    from netsculpt.measure.evaluate import evaluate
+    from netsculpt.report.console import human
+
+    model, example_inputs, _ = resolve_model(args.model)
+    reference = resolve_model(args.reference)[0] if args.reference else None
+    metric = args.metric or ("perplexity" if args.data == "stdlib-text" else "accuracy")
+    data = make_loader(load_dataset(args.data, args.split), 64)
+    res = evaluate(
+        model,
+        data,
+        metric=metric,
+        reference=reference,
+        example_inputs=example_inputs,
+        latency=args.latency,
+        task="lm" if args.data == "stdlib-text" else None,
+    )
+    table = Table(title=f"netsculpt evaluate {args.model} on {args.data} ({args.split})")
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+    for key, value in res.items():
+        if key == "metric":
+            continue
+        kind = key if key in ("latency_ms", "size_bytes") else "count"
+        text = human(value, kind) if key in ("params", "macs", "latency_ms", "size_bytes") else (
+            f"{value:.4f}" if isinstance(value, float) else str(value)
+        )  # fmt: skip
+        table.add_row(key, text)
+    Console().print(table)
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as f:
+            json.dump(res, f, indent=2)
+    return 0

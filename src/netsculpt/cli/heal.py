@@ -1,0 +1,71 @@
+"""``netsculpt heal MODEL --data digits --epochs 3 [--teacher ORIGINAL] -o OUT``."""
+
+from __future__ import annotations
+
+import argparse
+
+from netsculpt.errors import InputError
+
+NAME = "heal"
+HELP = (
+    "Fine-tune and/or distil a model after surgery: task loss, KD from --teacher, or both; "
+    "best weights on the validation split are kept."
+)
+ORDER = 60
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", help="built-in name, torchvision name, netsculpt folder or .pt2")
+    parser.add_argument("--data", required=True, help="built-in data set (digits, mnist1d, ...)")
+    parser.add_argument("-o", "--output", required=True, help="folder to save the healed model")
+    parser.add_argument("--teacher", help="the original model (name or folder) to distil from")
+    budget = parser.add_mutually_exclusive_group()
+    budget.add_argument("--epochs", type=int, help="passes over the data (default 1)")
+    budget.add_argument("--steps", type=int, help="optimizer steps instead of epochs")
+    parser.add_argument("--lr", type=float, default=1e-3, help="learning rate (default 1e-3)")
+    parser.add_argument(
+        "--loss", choices=("task", "kd", "both"), help="default: both with --teacher, else task"
+    )
+    parser.add_argument("--temperature", type=float, default=2.0, help="KD temperature")
+    parser.add_argument("--alpha", type=float, default=0.5, help="weight of KD in --loss both")
+    parser.add_argument("--hidden", action="store_true", help="also match block outputs (KD)")
+    parser.add_argument("--patience", type=int, help="stop after N evaluations without gain")
+    parser.add_argument("--batch-size", type=int, default=64, help="batch size (default 64)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    parser.add_argument("--report", help="also write the report to this .json or .html file")
+
+
+def run(args: argparse.Namespace) -> int:
+    from netsculpt.data import load_dataset, make_loader, resolve_model
+    from netsculpt.heal import heal
+    from netsculpt.io import save
+
+    if args.report and not args.report.endswith((".json", ".html")):
+        raise InputError(f"--report must end in .json or .html, got {args.report!r}")
+    model, _, source = resolve_model(args.model)
+    teacher = resolve_model(args.teacher)[0] if args.teacher else None
+    train = make_loader(
+        load_dataset(args.data, "train", args.seed), args.batch_size, True, args.seed
+    )
+    val = make_loader(load_dataset(args.data, "val", args.seed), args.batch_size)
+    report = heal(
+        model,
+        train,
+        teacher=teacher,
+        epochs=args.epochs,
+        steps=args.steps,
+        lr=args.lr,
+        loss=args.loss,
+        temperature=args.temperature,
+        alpha=args.alpha,
+        hidden=args.hidden,
+        val_data=val,
+        patience=args.patience,
+        seed=args.seed,
+        task="lm" if args.data == "stdlib-text" else "classification",
+    )
+    print(report)
+    save(model, args.output, source=source)
+    if args.report:
+        (report.to_json if args.report.endswith(".json") else report.to_html)(args.report)
+    return 0

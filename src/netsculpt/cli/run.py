@@ -1,0 +1,29 @@
+"""``netsculpt run recipe.yaml [-o OUT]``: run a recipe of ops, heal and evaluate steps."""
+
+from __future__ import annotations
+
+import argparse
+
+NAME = "run"
+HELP = "Run a recipe (YAML): prune / cut / merge / grow, heal and evaluate steps, one report."
+ORDER = 80
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("recipe", help="recipe YAML file (see examples/recipes/)")
+    parser.add_argument("-o", "--output", help="output folder (overrides the recipe's output:)")
+    parser.add_argument("--check", action="store_true", help="validate the recipe and stop")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+
+
+def run(args: argparse.Namespace) -> int:
+    from netsculpt.recipes import load_recipe
+    from netsculpt.recipes import run as run_recipe
+
+    if args.check:
+        recipe = load_recipe(args.recipe)
+        print(f"{args.recipe}: ok ({len(recipe.steps)} steps)")
+        return 0
+    report = run_recipe(args.recipe, output=args.output, progress=not args.quiet)
+    print(report)
+    return 0
