@@ -69,3 +69,18 @@ def test_export_refuses_unknown_suffix(tmp_path):
     with pytest.raises(InputError, match=r"\.pt2 or \.onnx"):
         export(nn.Linear(1, 1), tmp_path / "m.tflite", torch.zeros(1, 1))
     assert list(tmp_path.iterdir()) == []
+
+
+def test_local_hugging_face_folder(tmp_path):
+    transformers = pytest.importorskip("transformers")
+    config = transformers.BertConfig(
+        hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
+        vocab_size=50,
+    )  # fmt: skip
+    model = transformers.BertModel(config).eval()
+    model.save_pretrained(tmp_path / "hf")
+    loaded = load_model_file(tmp_path / "hf").eval()
+    ids = torch.tensor([[1, 2, 3]])
+    torch.testing.assert_close(
+        loaded(input_ids=ids).last_hidden_state, model(input_ids=ids).last_hidden_state
+    )

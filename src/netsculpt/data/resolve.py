@@ -88,7 +88,15 @@ def _from_path(path: Path) -> tuple[nn.Module, Any, str | None]:
 
     model = load_model_file(path)
     source = getattr(model, "_netsculpt_source", None)
-    return model, example_inputs_for(source), source
+    example = example_inputs_for(source)
+    vocab = getattr(getattr(model, "config", None), "vocab_size", None)
+    if example is None and isinstance(vocab, int):  # a Hugging Face text model
+        example = {"input_ids": torch.randint(0, vocab, (1, 16), generator=_seeded())}
+    return model, example, source
+
+
+def _seeded() -> torch.Generator:
+    return torch.Generator().manual_seed(0)
 
 
 def _load_program(path: Path) -> torch.export.ExportedProgram:

@@ -26,9 +26,11 @@ def load_model_file(path: str | os.PathLike, *, arch: str | None = None) -> nn.M
     """
     p = Path(path)
     if p.is_dir():
-        if not (p / MANIFEST).is_file():
-            raise InputError(f"{p}: folder has no {MANIFEST}; not a netsculpt save folder")
-        return load(p)
+        if (p / MANIFEST).is_file():
+            return load(p)
+        if (p / "config.json").is_file():
+            return _load_hf_folder(p)
+        raise InputError(f"{p}: folder has no {MANIFEST} (netsculpt) or config.json (Hugging Face)")
     if not p.is_file():
         raise InputError(f"{p}: no such file or folder")
     if p.suffix == ".pt2":
@@ -59,6 +61,21 @@ def load_model_file(path: str | os.PathLike, *, arch: str | None = None) -> nn.M
         detail = first[1].strip() if len(first) > 1 else first[0]
         raise InputError(f"{p}: state dict does not fit --arch {arch}: {detail}") from exc
     return model
+
+
+def _load_hf_folder(p: Path) -> nn.Module:
+    """A local Hugging Face model folder (``save_pretrained`` output); never touches the hub."""
+    import json
+
+    import transformers
+
+    archs = json.loads((p / "config.json").read_text()).get("architectures") or []
+    cls = getattr(transformers, archs[0], None) if archs else None
+    cls = cls or transformers.AutoModel
+    try:
+        return cls.from_pretrained(str(p), local_files_only=True)
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{p}: not a loadable Hugging Face model folder ({exc})") from exc
 
 
 def _safe_torch_load(p: Path) -> Any:
