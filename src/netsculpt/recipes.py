@@ -33,7 +33,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 from torch import nn
 
 from netsculpt.errors import InputError, NetsculptError
-from netsculpt.report import Report, Snapshot
+from netsculpt.report import Report, Snapshot, layer_sizes
 
 STRUCTURE_OPS = ("prune", "cut", "merge", "grow")
 DATA_OPS = ("heal", "evaluate", "train")  # train: heal from the task loss, e.g. a random init
@@ -300,6 +300,7 @@ def run(
     parsed = load_recipe(recipe)
     torch.manual_seed(parsed.seed)
     runner = _Runner(parsed, model, data, example_inputs)
+    layers_before = layer_sizes(runner.model)
     reports: list[Report] = []
     for i, step in enumerate(parsed.steps):
         ((name, options),) = step.items()
@@ -310,6 +311,7 @@ def run(
         except NetsculptError as e:
             raise type(e)(f"recipe steps[{i}] {name}: {e}") from e
     report = Report.combine(reports, op="run", config=parsed.model_dump())
+    report.layers_before, report.layers_after = layers_before, layer_sizes(runner.model)
     out = output or parsed.output
     if out is not None:
         from netsculpt.io import save

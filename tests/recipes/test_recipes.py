@@ -68,6 +68,9 @@ def test_run_executes_steps_in_order_and_writes_output(fake_op, setup, tmp_path)
     assert rep.steps[3].config["teacher"] == "original" and rep.steps[3].config["loss"] == "both"
     assert rep.steps[4].after.macs is not None and rep.steps[4].after.metric is not None
     assert rep.after.params < rep.before.params
+    assert (
+        rep.layers_before["0"]["out_features"] == 16 and rep.layers_after["0"]["out_features"] == 4
+    )
     saved = json.loads((tmp_path / "report.json").read_text())
     assert len(saved["steps"]) == 5
     assert "<table" in (tmp_path / "report.html").read_text()
