@@ -120,19 +120,19 @@ def save(model: nn.Module, directory: str | os.PathLike, *, source: str | None =
     text = json.dumps(manifest, indent=1)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    old = target.with_name(f".{target.name}.old-{os.getpid()}")
     try:
         save_file(tensors, str(tmp / WEIGHTS), metadata={"format": FORMAT})
         (tmp / MANIFEST).write_text(text)
         if target.exists():
-            old = target.with_name(f".{target.name}.old-{os.getpid()}")
-            target.rename(old)
-            tmp.rename(target)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            tmp.rename(target)
+            target.rename(old)  # keep the previous save until the new one is in place
+        tmp.rename(target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
+        if old.exists() and not target.exists():
+            old.rename(target)
         raise
+    shutil.rmtree(old, ignore_errors=True)
     return target
 
 
