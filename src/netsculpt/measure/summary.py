@@ -35,6 +35,7 @@ def measure(
 ) -> Measurement:
     """Params, MACs, median CPU latency (if ``latency``) and safetensors size of ``model``.
 
+    >>> import torch
     >>> m = measure(nn.Linear(4, 3), torch.zeros(1, 4), latency=False)
     >>> (m.params, m.macs)
     (15, 12)
