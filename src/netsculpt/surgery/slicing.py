@@ -95,7 +95,7 @@ def _select(t: torch.Tensor, dim: int, keep: np.ndarray) -> torch.Tensor:
         shape[dim] = len(keep)
         return torch.empty(shape, dtype=t.dtype, device="meta")
     idx = torch.as_tensor(keep, dtype=torch.long, device=t.device)
-    return t.detach().index_select(dim, idx).clone()
+    return t.detach().index_select(dim, idx)
 
 
 def remove_channels(

@@ -1,0 +1,204 @@
+"""Channel importance for the groups of a :class:`~netsculpt.graph.StructureGraph`.
+
+Every estimator returns ``{group id: np.ndarray of one score per channel}``; a higher score means
+more important. Groups an estimator cannot score are left out (and so are not pruned).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from netsculpt.errors import InputError
+from netsculpt.graph.capture import eval_mode
+from netsculpt.graph.channels import Group, StructureGraph
+from netsculpt.importance.batches import forward, iter_batches, task_loss
+
+ESTIMATORS: dict[str, Callable] = {}
+
+
+def estimator(name: str, needs_data: bool = False):
+    def deco(fn):
+        fn.needs_data = needs_data
+        ESTIMATORS[name] = fn
+        return fn
+
+    return deco
+
+
+def _tensors(model: nn.Module) -> dict[str, torch.Tensor]:
+    out = dict(model.named_parameters(remove_duplicate=False))
+    out.update(dict(model.named_buffers(remove_duplicate=False)))
+    return out
+
+
+def _per_position(t: torch.Tensor, dim: int, fn) -> np.ndarray:
+    """Reduce every dim but ``dim``: one number per position along ``dim``."""
+    t = t.detach().float()
+    dims = [d for d in range(t.dim()) if d != dim]
+    v = fn(t).sum(dim=dims) if dims else fn(t)
+    return v.cpu().numpy().astype(np.float64)
+
+
+def _scatter(group: Group, member_values) -> np.ndarray:
+    score = np.zeros(group.size, dtype=np.float64)
+    for m, vals in member_values:
+        sel = m.index_map >= 0
+        np.add.at(score, m.index_map[sel], vals[sel])
+    return score
+
+
+def _magnitude(model, graph, groups, p: int) -> dict[int, np.ndarray]:
+    tensors = _tensors(model)
+    fn = torch.abs if p == 1 else torch.square
+    out = {}
+    for g in groups:
+        vals = [(m, _per_position(tensors[m.tensor], m.dim, fn))
+                for m in g.members if m.kind == "param" and m.tensor in tensors]
+        s = _scatter(g, vals)
+        out[g.id] = np.sqrt(s) if p == 2 else s
+    return out
+
+
+@estimator("l1")
+def l1(model, graph, groups, data=None, **kw) -> dict[int, np.ndarray]:
+    """Sum of |w| over every parameter slice of the channel."""
+    return _magnitude(model, graph, groups, 1)
+
+
+@estimator("l2")
+def l2(model, graph, groups, data=None, **kw) -> dict[int, np.ndarray]:
+    """L2 norm of all parameter slices of the channel together."""
+    return _magnitude(model, graph, groups, 2)
+
+
+@estimator("random")
+def random(model, graph, groups, data=None, seed: int = 0, **kw) -> dict[int, np.ndarray]:
+    """Random scores: the baseline every criterion must beat."""
+    rng = np.random.default_rng(seed)
+    return {g.id: rng.random(g.size) for g in groups}
+
+
+@estimator("bn_scale")
+def bn_scale(model, graph, groups, data=None, **kw) -> dict[int, np.ndarray]:
+    """|γ| of the BatchNorm layers in the group (network slimming); groups without one are
+    not scored."""
+    mods = dict(model.named_modules())
+    tensors = _tensors(model)
+    out = {}
+    for g in groups:
+        vals = [(m, _per_position(tensors[m.tensor], m.dim, torch.abs)) for m in g.members
+                if m.tensor.endswith(".weight")
+                and isinstance(mods.get(m.module), nn.modules.batchnorm._BatchNorm)]
+        if vals:
+            out[g.id] = _scatter(g, vals)
+    return out
+
+
+@estimator("taylor", needs_data=True)
+def taylor(model, graph, groups, data=None, max_batches: int = 16, **kw):
+    """First-order Taylor: |Σ w·∂L/∂w| over the channel's slices, gradients summed over data."""
+    params = dict(model.named_parameters(remove_duplicate=False))
+    grads: dict[str, torch.Tensor] = {}
+    flags = {n: p.requires_grad for n, p in params.items()}
+    for p in params.values():
+        p.requires_grad_(True)
+    try:
+        with eval_mode(model):
+            for x, y in iter_batches(data, max_batches):
+                model.zero_grad(set_to_none=True)
+                task_loss(forward(model, x), y).backward()
+                for n, p in params.items():
+                    if p.grad is not None:
+                        g = p.grad.detach() * p.detach()
+                        grads[n] = grads[n] + g if n in grads else g
+    finally:
+        model.zero_grad(set_to_none=True)
+        for n, p in params.items():
+            p.requires_grad_(flags[n])
+    if not grads:
+        raise InputError("taylor importance: the calibration data produced no gradients")
+    out = {}
+    for g in groups:
+        vals = [(m, _per_position(grads[m.tensor], m.dim, lambda t: t))
+                for m in g.members if m.tensor in grads]
+        out[g.id] = np.abs(_scatter(g, vals))
+    return out
+
+
+@estimator("activation", needs_data=True)
+def activation(model, graph, groups, data=None, max_batches: int = 16, **kw):
+    """Wanda-style: Σ |W_ij|·‖X_j‖ over the layers that consume the channel (inputs measured
+    on data); channels with no consumer use the norm of their own activation."""
+    mods = dict(model.named_modules())
+    consumers = {m.module for g in groups for m in g.members if m.role in ("in", "out")}
+    sq: dict[str, torch.Tensor] = defaultdict(lambda: 0)
+    handles = []
+
+    def hook(name, channel_dim_of_input):
+        def fn(mod, args, output):
+            x = args[0] if args else None
+            if isinstance(x, torch.Tensor):
+                d = channel_dim_of_input(x)
+                dims = [i for i in range(x.dim()) if i != d]
+                sq[name + ":in"] = sq[name + ":in"] + x.detach().float().square().sum(dims)
+            if isinstance(output, torch.Tensor) and output.dim() >= 1:
+                d = channel_dim_of_input(output)
+                dims = [i for i in range(output.dim()) if i != d]
+                sq[name + ":out"] = sq[name + ":out"] + output.detach().float().square().sum(dims)
+
+        return fn
+
+    for name in consumers:
+        mod = mods.get(name)
+        if isinstance(mod, nn.Linear):
+            handles.append(mod.register_forward_hook(hook(name, lambda x: x.dim() - 1)))
+        elif isinstance(mod, nn.modules.conv._ConvNd):
+            handles.append(mod.register_forward_hook(hook(name, lambda x: 1)))
+    try:
+        with torch.no_grad(), eval_mode(model):
+            for x, _ in iter_batches(data, max_batches):
+                forward(model, x)
+    finally:
+        for h in handles:
+            h.remove()
+    tensors = _tensors(model)
+    out = {}
+    for g in groups:
+        vals = []
+        for m in g.members:
+            w = tensors.get(m.tensor)
+            if w is None or not m.tensor.endswith("weight") or w.dim() < 2:
+                continue
+            if m.role == "in" and isinstance(sq.get(m.module + ":in"), torch.Tensor):
+                norms = sq[m.module + ":in"].sqrt()
+                col = _per_position(w, m.dim, torch.abs)
+                if len(norms) == len(col):
+                    vals.append((m, col * norms.cpu().numpy()))
+        if not vals:
+            for m in g.members:
+                if m.role == "out" and isinstance(sq.get(m.module + ":out"), torch.Tensor):
+                    norms = sq[m.module + ":out"].sqrt().cpu().numpy()
+                    if len(norms) == len(m.index_map):
+                        vals.append((m, norms.astype(np.float64)))
+        if vals:
+            out[g.id] = _scatter(g, vals)
+    return out
+
+
+def score_groups(
+    name: str, model: nn.Module, graph: StructureGraph, groups: list[Group], data=None,
+    seed: int = 0,
+) -> dict[int, np.ndarray]:
+    """Scores for ``groups`` by the estimator ``name`` (l1, l2, taylor, activation, bn_scale,
+    random)."""
+    if name not in ESTIMATORS:
+        raise InputError(f"unknown importance '{name}'; choose one of {', '.join(ESTIMATORS)}")
+    fn = ESTIMATORS[name]
+    if fn.needs_data and data is None:
+        raise InputError(f"importance '{name}' needs calibration data: pass data=...")
+    return fn(model, graph, groups, data=data, seed=seed)

@@ -1,0 +1,290 @@
+"""Unstructured pruning (threshold, sparsity, N:M) and the removal of neurons that died of it."""
+
+from __future__ import annotations
+
+import fnmatch
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from netsculpt.errors import InputError, VerificationError
+from netsculpt.graph.capture import eval_mode, run_model
+from netsculpt.graph.channels import StructureGraph
+from netsculpt.importance.batches import forward, iter_batches
+from netsculpt.surgery import outputs_close, remove_channels
+from netsculpt.surgery.masks import attach_masks, masks_of
+
+
+def prunable_weights(model: nn.Module, ignore: list[str]) -> dict[str, nn.Parameter]:
+    """Weights of every Linear and Conv layer not matched by ``ignore``."""
+    out = {}
+    for path, mod in model.named_modules():
+        if not isinstance(mod, (nn.Linear, nn.modules.conv._ConvNd)) or mod.weight is None:
+            continue
+        if any(path == p or path.startswith(p + ".") or fnmatch.fnmatch(path, p) for p in ignore):
+            continue
+        out[f"{path}.weight" if path else "weight"] = mod.weight
+    return out
+
+
+def input_norms(model: nn.Module, names: list[str], data: Any, max_batches: int = 16):
+    """‖X_j‖₂ of each layer's input features over calibration data (Wanda)."""
+    mods = dict(model.named_modules())
+    sq: dict[str, torch.Tensor] = {}
+    handles = []
+    for name in names:
+        path = name.rsplit(".", 1)[0]
+        mod = mods[path]
+        cdim = -1 if isinstance(mod, nn.Linear) else 1
+
+        def hook(m, args, out, path=path, cdim=cdim):
+            x = args[0].detach().float()
+            d = cdim % x.dim()
+            v = x.square().sum([i for i in range(x.dim()) if i != d])
+            sq[path] = sq[path] + v if path in sq else v
+
+        handles.append(mod.register_forward_hook(hook))
+    try:
+        with torch.no_grad(), eval_mode(model):
+            for x, _ in iter_batches(data, max_batches):
+                forward(model, x)
+    finally:
+        for h in handles:
+            h.remove()
+    return {k: v.sqrt() for k, v in sq.items()}
+
+
+def weight_scores(model, weights: dict[str, nn.Parameter], importance: str, data) -> dict:
+    """|W| (magnitude) or |W|·‖X‖ (Wanda, ``importance="activation"``) per weight entry."""
+    scores = {n: w.detach().abs().float() for n, w in weights.items()}
+    if importance == "activation":
+        norms = input_norms(model, list(weights), data)
+        for n in scores:
+            v = norms.get(n.rsplit(".", 1)[0])
+            if v is not None and v.numel() == scores[n].shape[1]:
+                shape = [1, -1] + [1] * (scores[n].dim() - 2)
+                scores[n] = scores[n] * v.view(shape)
+    elif importance not in ("l1", "l2", "magnitude"):
+        raise InputError(
+            f"unstructured pruning scores weights by 'magnitude' (l1/l2) or 'activation'; "
+            f"got importance='{importance}'"
+        )
+    return scores
+
+
+def masks_for(
+    scores: dict[str, torch.Tensor], *, threshold=None, sparsity=None, global_=False,
+    pattern: str | None = None,
+) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """Keep-masks for each weight, and notes about layers that were skipped."""
+    notes: list[str] = []
+    masks: dict[str, torch.Tensor] = {}
+    if pattern is not None:
+        n, m = _parse_pattern(pattern)
+        for name, s in scores.items():
+            mask = nm_mask(s, n, m)
+            if mask is None:
+                notes.append(f"{name}: input width {s.shape[1]} is not a multiple of {m}; skipped")
+            else:
+                masks[name] = mask
+        return masks, notes
+    if threshold is not None:
+        return {name: s >= threshold for name, s in scores.items()}, notes
+    if global_:
+        flat = torch.cat([s.flatten() for s in scores.values()])
+        k = int(sparsity * flat.numel())
+        cut = flat.kthvalue(k).values if k > 0 else flat.min() - 1
+        return {name: s > cut for name, s in scores.items()}, notes
+    for name, s in scores.items():
+        k = int(sparsity * s.numel())
+        if k == 0:
+            masks[name] = torch.ones_like(s, dtype=torch.bool)
+            continue
+        idx = s.flatten().argsort()[:k]
+        mask = torch.ones(s.numel(), dtype=torch.bool)
+        mask[idx] = False
+        masks[name] = mask.view_as(s)
+    return masks, notes
+
+
+def _parse_pattern(pattern: str) -> tuple[int, int]:
+    try:
+        n, m = (int(v) for v in pattern.split(":"))
+        if not 0 < n < m:
+            raise ValueError
+    except ValueError:
+        raise InputError(f"pattern must look like 'N:M' with 0 < N < M, got '{pattern}'") from None
+    return n, m
+
+
+def nm_mask(score: torch.Tensor, n: int, m: int) -> torch.Tensor | None:
+    """Keep the ``n`` largest of every ``m`` consecutive input weights (per output, per tap)."""
+    if score.shape[1] % m:
+        return None
+    s = score.movedim(1, -1)  # (out, k..., in)
+    shape = s.shape
+    blocks = s.reshape(-1, m)
+    keep = torch.zeros_like(blocks, dtype=torch.bool)
+    keep.scatter_(1, blocks.topk(n, dim=1).indices, True)
+    return keep.reshape(shape).movedim(-1, 1)
+
+
+def apply_masks_now(model: nn.Module, weights: dict[str, nn.Parameter], masks) -> int:
+    """Zero the masked weights, remember the masks, return how many weights became zero."""
+    store = masks_of(model)
+    zeroed = 0
+    with torch.no_grad():
+        for name, mask in masks.items():
+            w = weights[name]
+            old = store.get(name)
+            mask = mask if old is None else (mask & old)
+            zeroed += int((w != 0).logical_and(~mask).sum())
+            w.mul_(mask.to(w.dtype))
+            store[name] = mask.bool()
+    attach_masks(model)
+    return zeroed
+
+
+# -- dead neurons ------------------------------------------------------------------------------
+def _zero_slices(t: torch.Tensor, dim: int) -> np.ndarray:
+    dims = [d for d in range(t.dim()) if d != dim]
+    nz = (t.detach() != 0).sum(dims) if dims else (t.detach() != 0).long()
+    return (nz == 0).cpu().numpy()
+
+
+def _all_zero_channels(group, tensors, role: str) -> np.ndarray | None:
+    """Channels of ``group`` whose every ``role`` weight slice is zero (None: no such member)."""
+    members = [m for m in group.members
+               if m.role == role and m.kind == "param" and tensors[m.tensor].dim() >= 2]
+    if not members:
+        return None
+    dead = np.ones(group.size, dtype=bool)
+    for m in members:
+        zero = _zero_slices(tensors[m.tensor], m.dim)
+        sel = m.index_map >= 0
+        alive = np.zeros(group.size, dtype=bool)
+        np.logical_or.at(alive, m.index_map[sel], ~zero[sel])
+        dead &= ~alive
+    return dead
+
+
+def dead_channels(model, graph: StructureGraph) -> tuple[dict[int, np.ndarray], dict]:
+    """Channels nobody reads (every consuming weight is zero) and channels that carry a
+    constant (every producing weight is zero): ``({group: channels}, {group: constant-ones})``."""
+    tensors = dict(model.named_parameters(remove_duplicate=False))
+    unread, constant = {}, {}
+    for g in graph.prunable_groups():
+        if any(m.tensor not in tensors for m in g.members if m.kind == "param"):
+            continue
+        no_reader = _all_zero_channels(g, tensors, "in")
+        no_writer = _all_zero_channels(g, tensors, "out")
+        dead = np.zeros(g.size, dtype=bool)
+        if no_reader is not None:
+            dead |= no_reader
+        const = np.zeros(g.size, dtype=bool)
+        if no_writer is not None:
+            const = no_writer & ~dead
+        keep_one = (dead | const).all()
+        if keep_one:  # a layer may not lose every channel: keep the last one
+            last = int(np.nonzero(const)[0][-1] if const.any() else np.nonzero(dead)[0][-1])
+            dead[last] = const[last] = False
+        if dead.any():
+            unread[g.id] = np.nonzero(dead)[0]
+        if const.any():
+            constant[g.id] = np.nonzero(const)[0]
+    return unread, constant
+
+
+def fold_constants(model, graph, constant: dict[int, np.ndarray], example_inputs) -> dict:
+    """Fold each constant channel's value into the bias of the layers that read it; returns
+    the channels that could be folded ({group: channels})."""
+    mods = dict(model.named_modules())
+    folded: dict[int, np.ndarray] = {}
+    for gid, chans in constant.items():
+        g = graph.groups[gid]
+        readers = [m for m in g.members if m.role == "in" and m.kind == "param"]
+        ok = all(_foldable(mods.get(m.module)) for m in readers) and readers
+        if not ok:
+            continue
+        values = {m.module: _reader_inputs(model, mods[m.module], example_inputs) for m in readers}
+        plans = []
+        for m in readers:
+            x0, x1 = values[m.module]
+            pos = m.positions(chans)
+            v0, v1 = x0[..., pos], x1[..., pos]
+            const = v0.reshape(-1, len(pos))
+            if not (torch.allclose(v0.reshape(-1, len(pos)), const[:1].expand_as(const))
+                    and torch.allclose(v1.reshape(-1, len(pos)), const[:1].expand_as(const))):
+                break
+            plans.append((mods[m.module], pos, const[0]))
+        else:
+            with torch.no_grad():
+                for mod, pos, val in plans:
+                    w = mod.weight.reshape(mod.weight.shape[0], mod.weight.shape[1])[:, pos]
+                    mod.bias.add_(w @ val.to(w.dtype))
+            folded[gid] = chans
+    return folded
+
+
+def _foldable(mod) -> bool:
+    if isinstance(mod, nn.Linear):
+        return mod.bias is not None
+    if isinstance(mod, nn.modules.conv._ConvNd):
+        return (mod.bias is not None and mod.groups == 1
+                and all(k == 1 for k in mod.kernel_size) and all(p == 0 for p in mod.padding))
+    return False
+
+
+def _reader_inputs(model, mod, example_inputs):
+    """The module's input on the example inputs and on perturbed ones, channels last."""
+    seen = []
+    h = mod.register_forward_hook(lambda m, a, o: seen.append(a[0].detach()))
+    try:
+        run_model(model, example_inputs)
+        run_model(model, _perturb(example_inputs))
+    finally:
+        h.remove()
+    x0, x1 = seen[0], seen[1]
+    if not isinstance(mod, nn.Linear):
+        x0, x1 = x0.movedim(1, -1), x1.movedim(1, -1)
+    return x0, x1
+
+
+def _perturb(x):
+    if isinstance(x, torch.Tensor):
+        return x + torch.randn_like(x) * (x.float().std() + 1) if x.is_floating_point() else x
+    if isinstance(x, dict):
+        return {k: _perturb(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return type(x)(_perturb(v) for v in x)
+    return x
+
+
+def remove_dead(model, graph: StructureGraph, example_inputs) -> tuple[int, list[str]]:
+    """Physically remove dead neurons / channels; returns how many and notes."""
+    unread, constant = dead_channels(model, graph)
+    notes = []
+    biases = {m: m.bias.detach().clone() for m in model.modules()
+              if isinstance(m, (nn.Linear, nn.modules.conv._ConvNd)) and m.bias is not None}
+    folded = fold_constants(model, graph, constant, example_inputs) if constant else {}
+    skipped = {g: c for g, c in constant.items() if g not in folded}
+    if skipped:
+        notes.append(f"{sum(len(c) for c in skipped.values())} channels with zero input "
+                     f"weights kept: their constant output could not be folded")
+    plan: dict[int, np.ndarray] = {}
+    for gid in set(unread) | set(folded):
+        plan[gid] = np.union1d(unread.get(gid, []), folded.get(gid, [])).astype(np.int64)
+    if not plan:
+        return 0, notes
+    try:
+        remove_channels(model, graph, plan, example_inputs,
+                        check=lambda a, b: outputs_close(a, b, rtol=1e-4, atol=1e-5))
+    except VerificationError as e:
+        for mod, bias in biases.items():
+            with torch.no_grad():
+                mod.bias.copy_(bias)
+        notes.append(f"dead channels kept: removing them changed the outputs ({e})")
+        return 0, notes
+    return int(sum(len(c) for c in plan.values())), notes

@@ -1,0 +1,77 @@
+"""Pruning masks that survive fine-tuning: zeros stay zero until the masks are made permanent.
+
+Masks live in ``model._netsculpt_masks`` ({parameter name: bool tensor}). A forward pre-hook on
+each masked module re-applies its masks before every forward, so any training loop — ours or the
+user's — computes with the masked weights; ``heal`` also re-applies them after each step.
+Surgery slices masks together with their parameters.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def masks_of(model: nn.Module) -> dict[str, torch.Tensor]:
+    masks = getattr(model, "_netsculpt_masks", None)
+    if masks is None:
+        masks = {}
+        model._netsculpt_masks = masks
+    return masks
+
+
+def apply_masks(model: nn.Module) -> None:
+    """Multiply every masked parameter by its mask (in place)."""
+    params = dict(model.named_parameters(remove_duplicate=False))
+    with torch.no_grad():
+        for name, mask in masks_of(model).items():
+            p = params.get(name)
+            if p is not None and p.device.type != "meta" and p.shape == mask.shape:
+                p.mul_(mask.to(p.device, p.dtype))
+
+
+def attach_masks(model: nn.Module) -> None:
+    """Register the forward pre-hooks that keep masked weights at zero (idempotent)."""
+    masks = masks_of(model)
+    handles = getattr(model, "_netsculpt_mask_hooks", None)
+    if handles is None:
+        handles = {}
+        model._netsculpt_mask_hooks = handles
+    modules = dict(model.named_modules())
+    for name in masks:
+        path, _, attr = name.rpartition(".")
+        mod = modules.get(path)
+        if mod is None or path in handles:
+            continue
+        handles[path] = mod.register_forward_pre_hook(_hook(model, path))
+
+
+def _hook(model: nn.Module, path: str):
+    prefix = f"{path}." if path else ""
+
+    def fn(mod, args):
+        masks = getattr(model, "_netsculpt_masks", {})
+        with torch.no_grad():
+            for attr, p in mod._parameters.items():
+                mask = masks.get(prefix + attr)
+                if p is not None and mask is not None and p.shape == mask.shape:
+                    if p.device.type != "meta":
+                        p.mul_(mask.to(p.device, p.dtype))
+
+    return fn
+
+
+def make_permanent(model: nn.Module) -> int:
+    """Apply the masks one last time and drop them (and their hooks); returns how many.
+
+    >>> m = nn.Linear(2, 2); m._netsculpt_masks = {"weight": torch.eye(2, dtype=torch.bool)}
+    >>> make_permanent(m)
+    1
+    """
+    apply_masks(model)
+    n = len(masks_of(model))
+    for h in getattr(model, "_netsculpt_mask_hooks", {}).values():
+        h.remove()
+    model._netsculpt_mask_hooks = {}
+    model._netsculpt_masks = {}
+    return n
