@@ -91,7 +91,7 @@ def test_steps_budget_and_list_of_batches(mlp):
     ds = make_data(n=64)
     x, y = ds.tensors
     batches = [(x[i : i + 8], y[i : i + 8]) for i in range(0, 64, 8)]
-    rep = heal(mlp, batches, steps=17, progress=False)
+    rep = heal(mlp, batches, steps=17, max_grad_norm=1.0, optimizer="sgd", progress=False)
     assert rep.details["steps"] == 17
 
 

@@ -289,8 +289,9 @@ def _train(net, model, teacher, train, val, opts, masks, hidden, **kw) -> dict[s
                 acc.backward(loss)
             else:
                 loss.backward()
-            if kw["max_grad_norm"]:
-                torch.nn.utils.clip_grad_norm_(params, kw["max_grad_norm"])
+            if kw["max_grad_norm"]:  # accelerate's version unscales fp16 gradients first
+                clip = acc.clip_grad_norm_ if acc is not None else torch.nn.utils.clip_grad_norm_
+                clip(params, kw["max_grad_norm"])
             opt.step()
             opt.zero_grad(set_to_none=True)
             _apply_masks(masks)  # zeros from unstructured pruning stay zero
