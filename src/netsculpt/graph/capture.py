@@ -3,8 +3,6 @@ and which parameter every node belongs to."""
 
 from __future__ import annotations
 
-import contextlib
-import inspect
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -12,48 +10,11 @@ import torch
 from torch import nn
 
 from netsculpt.errors import CaptureError, InputError
-
-
-def normalize_inputs(model: nn.Module, example_inputs: Any) -> tuple[tuple, dict]:
-    """Turn a tensor, a tuple/list of positional inputs or a dict of keyword inputs into
-    ``(args, kwargs)``; Hugging Face models get ``use_cache=False``.
-
-    >>> normalize_inputs(nn.Linear(2, 2), torch.ones(1, 2))[0][0].shape
-    torch.Size([1, 2])
-    """
-    if isinstance(example_inputs, torch.Tensor):
-        args, kwargs = (example_inputs,), {}
-    elif isinstance(example_inputs, (tuple, list)):
-        args, kwargs = tuple(example_inputs), {}
-    elif isinstance(example_inputs, dict):
-        args, kwargs = (), dict(example_inputs)
-    else:
-        raise InputError(
-            f"example_inputs must be a tensor, a tuple of tensors or a dict of keyword inputs, "
-            f"got {type(example_inputs).__name__}"
-        )
-    config = getattr(model, "config", None)
-    if config is not None and hasattr(config, "use_cache"):
-        with contextlib.suppress(TypeError, ValueError):
-            if "use_cache" in inspect.signature(model.forward).parameters:
-                kwargs.setdefault("use_cache", False)
-    return args, kwargs
-
-
-@contextlib.contextmanager
-def eval_mode(model: nn.Module):
-    """Run in eval mode and restore each module's own training flag afterwards."""
-    flags = {m: m.training for m in model.modules()}
-    model.eval()
-    try:
-        yield model
-    finally:
-        for m, f in flags.items():
-            m.training = f
+from netsculpt.utils import eval_mode, normalize_inputs
 
 
 def run_model(model: nn.Module, example_inputs: Any) -> Any:
-    args, kwargs = normalize_inputs(model, example_inputs)
+    args, kwargs = normalize_inputs(example_inputs, model)
     with torch.no_grad(), eval_mode(model):
         return model(*args, **kwargs)
 
@@ -111,7 +72,7 @@ def capture(model: nn.Module, example_inputs: Any) -> Captured:
     """
     if not isinstance(model, nn.Module):
         raise InputError(f"expected a torch.nn.Module, got {type(model).__name__}")
-    args, kwargs = normalize_inputs(model, example_inputs)
+    args, kwargs = normalize_inputs(example_inputs, model)
     try:
         with eval_mode(model), torch.no_grad():
             program = torch.export.export(model, args, kwargs, strict=False)

@@ -16,18 +16,116 @@ import torch
 
 RULES: dict[str, Callable] = {}
 
-ELEMENTWISE = """
-add sub mul div true_divide floor_divide remainder fmod pow rsub neg abs sign reciprocal
-relu relu6 gelu sigmoid silu tanh hardswish hardsigmoid hardtanh mish elu selu celu leaky_relu
-softplus logsigmoid prelu glu_ exp expm1 log log1p log2 sqrt rsqrt sin cos erf erfinv clamp
-clamp_min clamp_max clip threshold dropout alpha_dropout feature_alpha_dropout bernoulli clone
-contiguous alias detach lift_fresh_copy _to_copy to type_as eq ne lt le gt ge logical_and
-logical_or logical_not logical_xor bitwise_and bitwise_or bitwise_not bitwise_xor where
-masked_fill maximum minimum fill zero copy softmax log_softmax _softmax _log_softmax
-square round floor ceil trunc frac isnan isinf nan_to_num zeros_like ones_like full_like
-empty_like rand_like randn_like lerp addcmul addcdiv tril triu _assert_tensor_metadata
-native_dropout_backward expand_as
-""".split()
+ELEMENTWISE = [
+    "add",
+    "sub",
+    "mul",
+    "div",
+    "true_divide",
+    "floor_divide",
+    "remainder",
+    "fmod",
+    "pow",
+    "rsub",
+    "neg",
+    "abs",
+    "sign",
+    "reciprocal",
+    "relu",
+    "relu6",
+    "gelu",
+    "sigmoid",
+    "silu",
+    "tanh",
+    "hardswish",
+    "hardsigmoid",
+    "hardtanh",
+    "mish",
+    "elu",
+    "selu",
+    "celu",
+    "leaky_relu",
+    "softplus",
+    "logsigmoid",
+    "prelu",
+    "glu_",
+    "exp",
+    "expm1",
+    "log",
+    "log1p",
+    "log2",
+    "sqrt",
+    "rsqrt",
+    "sin",
+    "cos",
+    "erf",
+    "erfinv",
+    "clamp",
+    "clamp_min",
+    "clamp_max",
+    "clip",
+    "threshold",
+    "dropout",
+    "alpha_dropout",
+    "feature_alpha_dropout",
+    "bernoulli",
+    "clone",
+    "contiguous",
+    "alias",
+    "detach",
+    "lift_fresh_copy",
+    "_to_copy",
+    "to",
+    "type_as",
+    "eq",
+    "ne",
+    "lt",
+    "le",
+    "gt",
+    "ge",
+    "logical_and",
+    "logical_or",
+    "logical_not",
+    "logical_xor",
+    "bitwise_and",
+    "bitwise_or",
+    "bitwise_not",
+    "bitwise_xor",
+    "where",
+    "masked_fill",
+    "maximum",
+    "minimum",
+    "fill",
+    "zero",
+    "copy",
+    "softmax",
+    "log_softmax",
+    "_softmax",
+    "_log_softmax",
+    "square",
+    "round",
+    "floor",
+    "ceil",
+    "trunc",
+    "frac",
+    "isnan",
+    "isinf",
+    "nan_to_num",
+    "zeros_like",
+    "ones_like",
+    "full_like",
+    "empty_like",
+    "rand_like",
+    "randn_like",
+    "lerp",
+    "addcmul",
+    "addcdiv",
+    "tril",
+    "triu",
+    "_assert_tensor_metadata",
+    "native_dropout_backward",
+    "expand_as",
+]
 
 
 def rule(*names: str):
@@ -759,12 +857,39 @@ def pixel_shuffle(t, node):
 
 
 # -- factories and non-tensor ops --------------------------------------------------------------
-FACTORIES = """
-zeros ones full empty arange randn rand randint randperm linspace logspace eye scalar_tensor
-new_zeros new_ones new_full new_empty tensor full_like_constant _local_scalar_dense item
-sym_size sym_numel sym_stride _assert_scalar sym_constrain_range_for_size
-sym_constrain_range _assert_async empty_strided new_empty_strided lift_fresh
-""".split()
+FACTORIES = [
+    "zeros",
+    "ones",
+    "full",
+    "empty",
+    "arange",
+    "randn",
+    "rand",
+    "randint",
+    "randperm",
+    "linspace",
+    "logspace",
+    "eye",
+    "scalar_tensor",
+    "new_zeros",
+    "new_ones",
+    "new_full",
+    "new_empty",
+    "tensor",
+    "full_like_constant",
+    "_local_scalar_dense",
+    "item",
+    "sym_size",
+    "sym_numel",
+    "sym_stride",
+    "_assert_scalar",
+    "sym_constrain_range_for_size",
+    "sym_constrain_range",
+    "_assert_async",
+    "empty_strided",
+    "new_empty_strided",
+    "lift_fresh",
+]
 
 
 @rule(*FACTORIES)

@@ -14,9 +14,9 @@ import torch
 from torch import nn
 
 from netsculpt.errors import InputError
-from netsculpt.graph.capture import eval_mode
 from netsculpt.graph.channels import Group, StructureGraph
 from netsculpt.importance.batches import forward, iter_batches, task_loss
+from netsculpt.utils import eval_mode
 
 ESTIMATORS: dict[str, Callable] = {}
 
@@ -57,8 +57,11 @@ def _magnitude(model, graph, groups, p: int) -> dict[int, np.ndarray]:
     fn = torch.abs if p == 1 else torch.square
     out = {}
     for g in groups:
-        vals = [(m, _per_position(tensors[m.tensor], m.dim, fn))
-                for m in g.members if m.kind == "param" and m.tensor in tensors]
+        vals = [
+            (m, _per_position(tensors[m.tensor], m.dim, fn))
+            for m in g.members
+            if m.kind == "param" and m.tensor in tensors
+        ]
         s = _scatter(g, vals)
         out[g.id] = np.sqrt(s) if p == 2 else s
     return out
@@ -91,9 +94,12 @@ def bn_scale(model, graph, groups, data=None, **kw) -> dict[int, np.ndarray]:
     tensors = _tensors(model)
     out = {}
     for g in groups:
-        vals = [(m, _per_position(tensors[m.tensor], m.dim, torch.abs)) for m in g.members
-                if m.tensor.endswith(".weight")
-                and isinstance(mods.get(m.module), nn.modules.batchnorm._BatchNorm)]
+        vals = [
+            (m, _per_position(tensors[m.tensor], m.dim, torch.abs))
+            for m in g.members
+            if m.tensor.endswith(".weight")
+            and isinstance(mods.get(m.module), nn.modules.batchnorm._BatchNorm)
+        ]
         if vals:
             out[g.id] = _scatter(g, vals)
     return out
@@ -124,8 +130,11 @@ def taylor(model, graph, groups, data=None, max_batches: int = 16, **kw):
         raise InputError("taylor importance: the calibration data produced no gradients")
     out = {}
     for g in groups:
-        vals = [(m, _per_position(grads[m.tensor], m.dim, lambda t: t))
-                for m in g.members if m.tensor in grads]
+        vals = [
+            (m, _per_position(grads[m.tensor], m.dim, lambda t: t))
+            for m in g.members
+            if m.tensor in grads
+        ]
         out[g.id] = np.abs(_scatter(g, vals))
     return out
 
@@ -191,7 +200,11 @@ def activation(model, graph, groups, data=None, max_batches: int = 16, **kw):
 
 
 def score_groups(
-    name: str, model: nn.Module, graph: StructureGraph, groups: list[Group], data=None,
+    name: str,
+    model: nn.Module,
+    graph: StructureGraph,
+    groups: list[Group],
+    data=None,
     seed: int = 0,
 ) -> dict[int, np.ndarray]:
     """Scores for ``groups`` by the estimator ``name`` (l1, l2, taylor, activation, bn_scale,

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from netsculpt.graph.capture import eval_mode
+from netsculpt.utils import eval_mode
 
 
 def rdsc(thetas: list[torch.Tensor]) -> torch.Tensor:

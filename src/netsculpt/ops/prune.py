@@ -102,16 +102,27 @@ def prune(
         if frac is None and target_macs is None and target_params is None:
             raise InputError("structured pruning needs amount=, target_macs= or target_params=")
         cfg = StructuredConfig(
-            amount=frac, importance=importance or "l2", global_=global_, target_macs=target_macs,
-            target_params=target_params, round_to=round_to, ignore=tuple(ignore), seed=seed,
+            amount=frac,
+            importance=importance or "l2",
+            global_=global_,
+            target_macs=target_macs,
+            target_params=target_params,
+            round_to=round_to,
+            ignore=tuple(ignore),
+            seed=seed,
         )
         _check_structured(cfg)
         return _structured(_Context(model, example_inputs, data), cfg)
     if threshold is None and sparsity is None and pattern is None:
         raise InputError("nothing to prune: pass amount=, sparsity=, threshold= or pattern=")
     cfg = UnstructuredConfig(
-        threshold=threshold, sparsity=sparsity, pattern=pattern, global_=global_,
-        importance=importance or "magnitude", remove_dead=remove_dead, ignore=tuple(ignore),
+        threshold=threshold,
+        sparsity=sparsity,
+        pattern=pattern,
+        global_=global_,
+        importance=importance or "magnitude",
+        remove_dead=remove_dead,
+        ignore=tuple(ignore),
     )
     _check_unstructured(cfg)
     return _unstructured(_Context(model, example_inputs, data), cfg)
@@ -177,14 +188,26 @@ def _structured(ctx: _Context, cfg: StructuredConfig) -> Report:
         usable = [g for g in groups if g.id in scores and g.id not in skipped]
         if cfg.target_macs is not None or cfg.target_params is not None:
             plan, frac = P.budget_plan(
-                graph, model, usable, scores, target_macs=cfg.target_macs,
-                target_params=cfg.target_params, global_=cfg.global_, round_to=cfg.round_to,
+                graph,
+                model,
+                usable,
+                scores,
+                target_macs=cfg.target_macs,
+                target_params=cfg.target_params,
+                global_=cfg.global_,
+                round_to=cfg.round_to,
                 max_fraction=cfg.max_fraction,
             )
         else:
             frac = cfg.amount
-            plan = P.plan_for(usable, scores, frac, global_=cfg.global_, round_to=cfg.round_to,
-                              max_fraction=cfg.max_fraction)
+            plan = P.plan_for(
+                usable,
+                scores,
+                frac,
+                global_=cfg.global_,
+                round_to=cfg.round_to,
+                max_fraction=cfg.max_fraction,
+            )
         edit, bad = remove_channels_safely(model, graph, plan, ctx.example_inputs)
         if not bad:
             break
@@ -202,9 +225,16 @@ def _structured(ctx: _Context, cfg: StructuredConfig) -> Report:
         "scores": {f"group {g}": float(np.mean(s)) for g, s in scores.items()},
         "seconds": round(time.perf_counter() - t0, 3),
     }
-    return Report(op="prune", config={"mode": "structured", **asdict(cfg)}, before=before,
-                  after=after, details=details, notes=ctx.notes, layers_before=layers_before,
-                  layers_after=layer_sizes(model))
+    return Report(
+        op="prune",
+        config={"mode": "structured", **asdict(cfg)},
+        before=before,
+        after=after,
+        details=details,
+        notes=ctx.notes,
+        layers_before=layers_before,
+        layers_after=layer_sizes(model),
+    )
 
 
 def _group_row(g, removed, scores) -> dict:
@@ -246,15 +276,21 @@ def _unstructured(ctx: _Context, cfg: UnstructuredConfig) -> Report:
     cap = capture(model, ctx.example_inputs)  # fails early, before any weight changes
     from netsculpt.measure import macs_from_program
 
-    before = Snapshot(params=sum(p.numel() for p in model.parameters()),
-                      macs=macs_from_program(cap.program))
+    before = Snapshot(
+        params=sum(p.numel() for p in model.parameters()), macs=macs_from_program(cap.program)
+    )
     layers_before = layer_sizes(model)
     weights = U.prunable_weights(model, list(cfg.ignore))
     if not weights:
         raise InputError("no Linear or Conv weights to prune (all ignored?)")
     scores = U.weight_scores(model, weights, cfg.importance, ctx.data)
-    masks, notes = U.masks_for(scores, threshold=cfg.threshold, sparsity=cfg.sparsity,
-                               global_=cfg.global_, pattern=cfg.pattern)
+    masks, notes = U.masks_for(
+        scores,
+        threshold=cfg.threshold,
+        sparsity=cfg.sparsity,
+        global_=cfg.global_,
+        pattern=cfg.pattern,
+    )
     ctx.notes.extend(notes)
     zeroed = U.apply_masks_now(model, weights, masks)
     total = sum(w.numel() for w in weights.values())
@@ -265,18 +301,28 @@ def _unstructured(ctx: _Context, cfg: UnstructuredConfig) -> Report:
         removed, notes = U.remove_dead(model, graph, ctx.example_inputs)
         ctx.notes.extend(notes)
     cap = capture(model, ctx.example_inputs)
-    after = Snapshot(params=sum(p.numel() for p in model.parameters()),
-                     macs=macs_from_program(cap.program))
+    after = Snapshot(
+        params=sum(p.numel() for p in model.parameters()), macs=macs_from_program(cap.program)
+    )
     nonzero = sum(int((p != 0).sum()) for p in model.parameters())
     details = {
         "weights_zeroed": zeroed,
         "sparsity": zeros / total if total else 0.0,
         "dead_channels_removed": removed,
         "nonzero_params": nonzero,
-        "per_layer_sparsity": {n: float((w == 0).float().mean()) for n, w in
-                               U.prunable_weights(model, list(cfg.ignore)).items()},
+        "per_layer_sparsity": {
+            n: float((w == 0).float().mean())
+            for n, w in U.prunable_weights(model, list(cfg.ignore)).items()
+        },
         "seconds": round(time.perf_counter() - t0, 3),
     }
-    return Report(op="prune", config={"mode": "unstructured", **asdict(cfg)}, before=before,
-                  after=after, details=details, notes=ctx.notes, layers_before=layers_before,
-                  layers_after=layer_sizes(model))
+    return Report(
+        op="prune",
+        config={"mode": "unstructured", **asdict(cfg)},
+        before=before,
+        after=after,
+        details=details,
+        notes=ctx.notes,
+        layers_before=layers_before,
+        layers_after=layer_sizes(model),
+    )

@@ -90,8 +90,13 @@ def global_plan(
 
 
 def plan_for(
-    groups: list[Group], scores: dict[int, np.ndarray], fraction: float, *,
-    global_: bool, round_to: int | None, max_fraction: float,
+    groups: list[Group],
+    scores: dict[int, np.ndarray],
+    fraction: float,
+    *,
+    global_: bool,
+    round_to: int | None,
+    max_fraction: float,
 ) -> Plan:
     if global_:
         return global_plan(groups, scores, fraction, round_to, max_fraction)
@@ -132,8 +137,9 @@ def budget_plan(
         return ok
 
     def make(f: float) -> Plan:
-        return plan_for(groups, scores, f, global_=global_, round_to=round_to,
-                        max_fraction=max_fraction)
+        return plan_for(
+            groups, scores, f, global_=global_, round_to=round_to, max_fraction=max_fraction
+        )
 
     lo, hi = 0.0, max_fraction
     best = make(hi)

@@ -10,11 +10,12 @@ import torch
 from torch import nn
 
 from netsculpt.errors import InputError, VerificationError
-from netsculpt.graph.capture import eval_mode, run_model
+from netsculpt.graph.capture import run_model
 from netsculpt.graph.channels import StructureGraph
 from netsculpt.importance.batches import forward, iter_batches
 from netsculpt.surgery import outputs_close, remove_channels
 from netsculpt.surgery.masks import attach_masks, masks_of
+from netsculpt.utils import eval_mode
 
 
 def prunable_weights(model: nn.Module, ignore: list[str]) -> dict[str, nn.Parameter]:
@@ -75,7 +76,11 @@ def weight_scores(model, weights: dict[str, nn.Parameter], importance: str, data
 
 
 def masks_for(
-    scores: dict[str, torch.Tensor], *, threshold=None, sparsity=None, global_=False,
+    scores: dict[str, torch.Tensor],
+    *,
+    threshold=None,
+    sparsity=None,
+    global_=False,
     pattern: str | None = None,
 ) -> tuple[dict[str, torch.Tensor], list[str]]:
     """Keep-masks for each weight, and notes about layers that were skipped."""
@@ -156,8 +161,11 @@ def _zero_slices(t: torch.Tensor, dim: int) -> np.ndarray:
 
 def _all_zero_channels(group, tensors, role: str) -> np.ndarray | None:
     """Channels of ``group`` whose every ``role`` weight slice is zero (None: no such member)."""
-    members = [m for m in group.members
-               if m.role == role and m.kind == "param" and tensors[m.tensor].dim() >= 2]
+    members = [
+        m
+        for m in group.members
+        if m.role == role and m.kind == "param" and tensors[m.tensor].dim() >= 2
+    ]
     if not members:
         return None
     dead = np.ones(group.size, dtype=bool)
@@ -215,8 +223,10 @@ def fold_constants(model, graph, constant: dict[int, np.ndarray], example_inputs
             pos = m.positions(chans)
             v0, v1 = x0[..., pos], x1[..., pos]
             const = v0.reshape(-1, len(pos))
-            if not (torch.allclose(v0.reshape(-1, len(pos)), const[:1].expand_as(const))
-                    and torch.allclose(v1.reshape(-1, len(pos)), const[:1].expand_as(const))):
+            if not (
+                torch.allclose(v0.reshape(-1, len(pos)), const[:1].expand_as(const))
+                and torch.allclose(v1.reshape(-1, len(pos)), const[:1].expand_as(const))
+            ):
                 break
             plans.append((mods[m.module], pos, const[0]))
         else:
@@ -232,8 +242,12 @@ def _foldable(mod) -> bool:
     if isinstance(mod, nn.Linear):
         return mod.bias is not None
     if isinstance(mod, nn.modules.conv._ConvNd):
-        return (mod.bias is not None and mod.groups == 1
-                and all(k == 1 for k in mod.kernel_size) and all(p == 0 for p in mod.padding))
+        return (
+            mod.bias is not None
+            and mod.groups == 1
+            and all(k == 1 for k in mod.kernel_size)
+            and all(p == 0 for p in mod.padding)
+        )
     return False
 
 
@@ -266,21 +280,31 @@ def remove_dead(model, graph: StructureGraph, example_inputs) -> tuple[int, list
     """Physically remove dead neurons / channels; returns how many and notes."""
     unread, constant = dead_channels(model, graph)
     notes = []
-    biases = {m: m.bias.detach().clone() for m in model.modules()
-              if isinstance(m, (nn.Linear, nn.modules.conv._ConvNd)) and m.bias is not None}
+    biases = {
+        m: m.bias.detach().clone()
+        for m in model.modules()
+        if isinstance(m, (nn.Linear, nn.modules.conv._ConvNd)) and m.bias is not None
+    }
     folded = fold_constants(model, graph, constant, example_inputs) if constant else {}
     skipped = {g: c for g, c in constant.items() if g not in folded}
     if skipped:
-        notes.append(f"{sum(len(c) for c in skipped.values())} channels with zero input "
-                     f"weights kept: their constant output could not be folded")
+        notes.append(
+            f"{sum(len(c) for c in skipped.values())} channels with zero input "
+            f"weights kept: their constant output could not be folded"
+        )
     plan: dict[int, np.ndarray] = {}
     for gid in set(unread) | set(folded):
         plan[gid] = np.union1d(unread.get(gid, []), folded.get(gid, [])).astype(np.int64)
     if not plan:
         return 0, notes
     try:
-        remove_channels(model, graph, plan, example_inputs,
-                        check=lambda a, b: outputs_close(a, b, rtol=1e-4, atol=1e-5))
+        remove_channels(
+            model,
+            graph,
+            plan,
+            example_inputs,
+            check=lambda a, b: outputs_close(a, b, rtol=1e-4, atol=1e-5),
+        )
     except VerificationError as e:
         for mod, bias in biases.items():
             with torch.no_grad():

@@ -3,8 +3,8 @@
 from netsculpt.surgery.slicing import (
     Edit,
     find_breaking_groups,
-    outputs_close,
     meta_clone,
+    outputs_close,
     remove_channels,
     remove_channels_safely,
     tensor_positions,

@@ -54,9 +54,9 @@ def _hook(model: nn.Module, path: str):
         with torch.no_grad():
             for attr, p in mod._parameters.items():
                 mask = masks.get(prefix + attr)
-                if p is not None and mask is not None and p.shape == mask.shape:
-                    if p.device.type != "meta":
-                        p.mul_(mask.to(p.device, p.dtype))
+                usable = p is not None and mask is not None and p.shape == mask.shape
+                if usable and p.device.type != "meta":
+                    p.mul_(mask.to(p.device, p.dtype))
 
     return fn
 

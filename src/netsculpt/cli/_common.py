@@ -1,0 +1,56 @@
+"""Helpers the sub-commands share: model and data arguments, calibration loaders, output."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from netsculpt.errors import InputError
+
+
+def add_model_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "model",
+        help="built-in name (digits-mlp, digits-cnn, resnet18, ...), a netsculpt "
+        "folder, or a .pt2 file",
+    )
+
+
+def load_model(name: str):
+    from netsculpt.data import resolve_model
+
+    model, example_inputs, source = resolve_model(name)
+    if example_inputs is None:
+        raise InputError(f"no example input is known for '{name}'")
+    return model, example_inputs, source
+
+
+def calibration(name: str | None, batch_size: int = 64, split: str = "train") -> Any:
+    if name is None:
+        return None
+    from netsculpt.data import load_dataset, make_loader
+
+    return make_loader(load_dataset(name, split), batch_size)
+
+
+def check_output(path: str | None, *, suffixes: tuple[str, ...] = ()) -> None:
+    """Refuse an output path before any work is done."""
+    if path is None:
+        return
+    p = Path(path)
+    if suffixes and p.suffix not in suffixes:
+        raise InputError(f"output '{path}' must end in {' or '.join(suffixes)}")
+    if p.exists() and p.is_file() and not suffixes:
+        raise InputError(f"output '{path}' is a file; give a folder")
+
+
+def write_report(report, path: str | None) -> None:
+    if not path:
+        return
+    if path.endswith(".json"):
+        report.to_json(path)
+    elif path.endswith(".html"):
+        report.to_html(path)
+    else:
+        raise InputError(f"--report must end in .json or .html, got '{path}'")

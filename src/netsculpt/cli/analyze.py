@@ -1,0 +1,97 @@
+"""``netsculpt analyze MODEL [--data D] [--blocks]``: groups (and blocks) with their scores."""
+
+from __future__ import annotations
+
+import argparse
+
+from netsculpt.cli._common import add_model_argument, calibration, load_model, write_report
+
+NAME = "analyze"
+HELP = "Show channel groups (size, importance, what is coupled) and, with --blocks, block effects."
+ORDER = 10
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_model_argument(parser)
+    parser.add_argument("--importance", default="l2", help="group score (default l2)")
+    parser.add_argument("--data", help="calibration data (digits, mnist1d) for data scores")
+    parser.add_argument("--blocks", action="store_true", help="also score each block")
+    parser.add_argument("--all", action="store_true", help="list protected groups too")
+    parser.add_argument("--plot", help="bar chart PNG of the block scores (with --blocks)")
+    parser.add_argument("--report", help="write the report to this .json or .html file")
+
+
+def run(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    import netsculpt as ns
+
+    model, example_inputs, _ = load_model(args.model)
+    data = calibration(args.data)
+    report = ns.analyze(
+        model, example_inputs, data=data, importance=args.importance, blocks=args.blocks or None
+    )
+    console = Console()
+    table = Table(title=f"channel groups of {args.model}")
+    for col in ("group", "kind", "size", "prunable", "coupled modules", f"{args.importance}"):
+        table.add_column(col)
+    rows = report.details["groups"]
+    for r in rows:
+        if not r["prunable"] and not args.all:
+            continue
+        mods = r["coupled"]
+        coupled = ", ".join(mods[:3]) + (f" +{len(mods) - 3}" if len(mods) > 3 else "")
+        score = r.get(f"{args.importance}_mean")
+        table.add_row(
+            str(r["group"]),
+            r["kind"],
+            str(r["size"]),
+            "yes" if r["prunable"] else f"no: {r['why_protected']}",
+            coupled,
+            "–" if score is None else f"{score:.4g}",
+        )
+    console.print(table)
+    n_prot = sum(not r["prunable"] for r in rows)
+    console.print(
+        f"{len(rows) - n_prot} prunable groups, {n_prot} protected "
+        f"(--all lists them); params {report.before.params:,}, "
+        f"MACs {report.before.macs:,}"
+    )
+    if "blocks" in report.details:
+        _blocks(console, report.details["blocks"], args.plot)
+    write_report(report, args.report)
+    return 0
+
+
+def _blocks(console, rows, plot) -> None:
+    from rich.table import Table
+
+    crit = (
+        [
+            k
+            for k in rows[0]
+            if k
+            not in ("block", "kind", "params", "macs", "in_shape", "out_shape", "removable", "how")
+        ]
+        if rows
+        else []
+    )
+    table = Table(title="blocks")
+    for col in ["block", "kind", "params", "MACs", *crit, "removal"]:
+        table.add_column(col)
+    for r in rows:
+        table.add_row(
+            r["block"],
+            r["kind"],
+            f"{r['params']:,}",
+            f"{r['macs']:,}",
+            *[f"{r[c]:.4g}" if isinstance(r[c], float) else str(r[c]) for c in crit],
+            str(r["how"]),
+        )
+    console.print(table)
+    if plot and rows:
+        from netsculpt.importance.blocks import plot_block_scores
+
+        plot_block_scores(rows, plot)
+        console.print(f"plot written to {plot}")

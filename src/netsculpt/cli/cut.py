@@ -1,0 +1,60 @@
+"""``netsculpt cut MODEL --data D (--threshold T | --count N | --blocks A,B) -o OUT``."""
+
+from __future__ import annotations
+
+import argparse
+
+from netsculpt.errors import InputError
+
+NAME = "cut"
+HELP = "Remove whole blocks / layers whose measured effect on the output is small (剪切)."
+ORDER = 30
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", help="built-in name, torchvision name, netsculpt folder or .pt2")
+    parser.add_argument("--data", help="built-in calibration data set (digits, mnist1d, ...)")
+    parser.add_argument("-o", "--output", required=True, help="folder to save the cut model")
+    what = parser.add_mutually_exclusive_group(required=True)
+    what.add_argument("--threshold", type=float, help="remove blocks whose effect is below this")
+    what.add_argument("--count", type=int, help="remove the N least important blocks")
+    what.add_argument("--blocks", help="comma-separated block names to remove")
+    parser.add_argument("--criterion", default="kl", help="kl, loss, influence, angular, taylor")
+    parser.add_argument("--iterative", action="store_true", help="re-score after each removal")
+    parser.add_argument("--bridge", default="lstsq", choices=("lstsq", "train", "none"))
+    parser.add_argument("--protect", default="", help="comma-separated blocks never to remove")
+    parser.add_argument("--batches", type=int, default=8, help="calibration batches (default 8)")
+    parser.add_argument("--report", help="also write the report to this .json or .html file")
+
+
+def _names(text: str | None) -> tuple[str, ...]:
+    return tuple(n.strip() for n in (text or "").split(",") if n.strip())
+
+
+def run(args: argparse.Namespace) -> int:
+    from netsculpt.data import load_dataset, make_loader, resolve_model
+    from netsculpt.io import save
+    from netsculpt.ops.cut import cut
+
+    if args.report and not args.report.endswith((".json", ".html")):
+        raise InputError(f"--report must end in .json or .html, got {args.report!r}")
+    model, example_inputs, source = resolve_model(args.model)
+    data = make_loader(load_dataset(args.data, "train"), 128, True) if args.data else None
+    report = cut(
+        model,
+        example_inputs,
+        data=data,
+        threshold=args.threshold,
+        count=args.count,
+        blocks=_names(args.blocks),
+        criterion=args.criterion,
+        iterative=args.iterative,
+        bridge=args.bridge,
+        protect=_names(args.protect),
+        max_batches=args.batches,
+    )
+    print(report)
+    save(model, args.output, source=source)
+    if args.report:
+        (report.to_json if args.report.endswith(".json") else report.to_html)(args.report)
+    return 0

@@ -1,0 +1,56 @@
+"""``netsculpt grow MODEL --data D [--kind deeper|wider] [--where auto|A,B] -o OUT``."""
+
+from __future__ import annotations
+
+import argparse
+
+from netsculpt.errors import InputError
+
+NAME = "grow"
+HELP = "Insert layers or widen them where the effect is large, function-preserving (增加层)."
+ORDER = 45
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", help="built-in name, torchvision name, netsculpt folder or .pt2")
+    parser.add_argument("--data", help="built-in calibration data set (digits, mnist1d, ...)")
+    parser.add_argument("-o", "--output", required=True, help="folder to save the grown model")
+    parser.add_argument("--kind", default="deeper", choices=("deeper", "wider"))
+    parser.add_argument("--where", default="auto", help="'auto' or comma-separated block names")
+    parser.add_argument("--count", type=int, default=1, help="auto: grow at the N top blocks")
+    parser.add_argument("--threshold", type=float, help="auto: grow where the effect is above")
+    parser.add_argument("--criterion", default="kl", help="kl, loss, taylor, gradmax, ...")
+    parser.add_argument("--factor", type=float, default=2.0, help="wider: width multiplier")
+    parser.add_argument("--trainable", default="all", choices=("all", "new"))
+    parser.add_argument("--batches", type=int, default=8, help="calibration batches (default 8)")
+    parser.add_argument("--report", help="also write the report to this .json or .html file")
+
+
+def run(args: argparse.Namespace) -> int:
+    from netsculpt.data import load_dataset, make_loader, resolve_model
+    from netsculpt.io import save
+    from netsculpt.ops.grow import grow
+
+    if args.report and not args.report.endswith((".json", ".html")):
+        raise InputError(f"--report must end in .json or .html, got {args.report!r}")
+    model, example_inputs, source = resolve_model(args.model)
+    data = make_loader(load_dataset(args.data, "train"), 128, True) if args.data else None
+    where = args.where if args.where == "auto" else [n.strip() for n in args.where.split(",")]
+    report = grow(
+        model,
+        example_inputs,
+        kind=args.kind,
+        where=where,
+        data=data,
+        count=args.count,
+        threshold=args.threshold,
+        criterion=args.criterion,
+        factor=args.factor,
+        trainable=args.trainable,
+        max_batches=args.batches,
+    )
+    print(report)
+    save(model, args.output, source=source)
+    if args.report:
+        (report.to_json if args.report.endswith(".json") else report.to_html)(args.report)
+    return 0
