@@ -21,6 +21,7 @@ from torch import nn
 from netsculpt.calibration import first_tensor, run, span_replaced
 from netsculpt.errors import InputError, VerificationError
 from netsculpt.graph.blocks import Block, find_blocks
+from netsculpt.graph.capture import Captured, capture
 from netsculpt.importance.blocks import CRITERIA, BlockScorer, replacement
 from netsculpt.report import Report, Snapshot
 from netsculpt.surgery.depth import Undo, fold_bridge, make_bridge, remove_block
@@ -109,10 +110,23 @@ def _scores(scorer: BlockScorer | None, cands: list[Block], config: CutConfig) -
     return {b.name: scores[b.name] for b in cands}
 
 
+def snapshot(model: nn.Module, cap: Captured) -> Snapshot:
+    """Params, MACs (from an existing capture: no second export) and saved size."""
+    from netsculpt.measure.macs import macs_from_program
+    from netsculpt.measure.params import count_params, saved_size_bytes
+
+    return Snapshot(
+        params=count_params(model),
+        macs=macs_from_program(cap.program),
+        size_bytes=saved_size_bytes(model),
+    )
+
+
 def apply_cut(model: nn.Module, example_inputs: Any, config: CutConfig, data: Any = None) -> Report:
     """The cut engine: validate, score, pick, remove (all or nothing), report."""
     _check(config)
-    blocks = find_blocks(model, example_inputs)
+    cap = capture(model, example_inputs)
+    blocks = find_blocks(model, example_inputs, cap)
     names = {b.name for b in blocks}
     cands = _candidates(blocks, config)
     unknown = [n for n in (*config.blocks, *config.protect) if n not in names]
@@ -127,20 +141,22 @@ def apply_cut(model: nn.Module, example_inputs: Any, config: CutConfig, data: An
             f"cut: count={config.count} but only {len(cands)} blocks can be removed "
             f"({', '.join(b.name for b in cands) or 'none'})"
         )
-    before = Snapshot.of(model, example_inputs)
+    before = snapshot(model, cap)
     undo = Undo(model)
     removed: list[dict[str, Any]] = []
     notes: list[str] = []
     all_scores: dict[str, float] = {}
     try:
         if config.iterative and config.criterion not in BASELINES and not config.blocks:
-            _iterative(model, example_inputs, config, data, undo, removed, notes, all_scores)
+            _iterative(
+                model, example_inputs, config, data, blocks, undo, removed, notes, all_scores
+            )
         else:
             _one_shot(model, example_inputs, config, data, blocks, undo, removed, notes, all_scores)
     except Exception:
         undo.restore()
         raise
-    after = Snapshot.of(model, example_inputs)
+    after = snapshot(model, capture(model, example_inputs))
     notes.extend(undo.notes)
     if not removed:
         notes.append(f"no block has {config.criterion} < {config.threshold}: nothing removed")
@@ -175,8 +191,8 @@ def _one_shot(model, example_inputs, config, data, blocks, undo, removed, notes,
         all_scores.update(scores)
         chosen = _pick(scores, config, config.count)
     order = {b.name: i for i, b in enumerate(blocks)}
-    for name in sorted(chosen, key=order.__getitem__, reverse=True):  # deepest first
-        current = {b.name: b for b in find_blocks(model, example_inputs)}
+    for i, name in enumerate(sorted(chosen, key=order.__getitem__, reverse=True)):  # deepest first
+        current = {b.name: b for b in (find_blocks(model, example_inputs) if i else blocks)}
         block = current.get(name)
         if block is None or not block.removable:
             notes.append(f"{name}: kept (no longer removable after the later removals)")
@@ -186,10 +202,10 @@ def _one_shot(model, example_inputs, config, data, blocks, undo, removed, notes,
         notes.append(line)
 
 
-def _iterative(model, example_inputs, config, data, undo, removed, notes, all_scores):
+def _iterative(model, example_inputs, config, data, blocks, undo, removed, notes, all_scores):
     limit = config.count if config.count is not None else None
     while limit is None or len(removed) < limit:
-        blocks = find_blocks(model, example_inputs)
+        blocks = find_blocks(model, example_inputs) if removed else blocks
         cands = _candidates(blocks, config)
         if not cands:
             break

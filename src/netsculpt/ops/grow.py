@@ -25,8 +25,10 @@ from torch import nn
 from netsculpt.calibration import as_batches, first_tensor, run
 from netsculpt.errors import InputError, VerificationError
 from netsculpt.graph.blocks import IDEMPOTENT, Block, find_blocks
+from netsculpt.graph.capture import capture
 from netsculpt.importance.blocks import CRITERIA, BlockScorer
-from netsculpt.report import Report, Snapshot
+from netsculpt.ops.cut import snapshot
+from netsculpt.report import Report
 from netsculpt.surgery.depth import Undo, expand_block, insert_identity_layer
 from netsculpt.utils import eval_mode
 
@@ -146,7 +148,8 @@ def apply_grow(
 ) -> Report:
     """The grow engine: validate, pick blocks, edit (all or nothing), check equality, report."""
     _check(config)
-    blocks = find_blocks(model, example_inputs)
+    cap = capture(model, example_inputs)
+    blocks = find_blocks(model, example_inputs, cap)
     by_name = {b.name: b for b in blocks}
     wide = _wide_groups(model, example_inputs, blocks) if config.kind == "wider" else {}
     refusal = {
@@ -174,7 +177,7 @@ def apply_grow(
                 raise InputError(f"grow: where names no block {n!r}; blocks are {sorted(by_name)}")
             if refusal[n] is not None:
                 raise InputError(f"grow: cannot grow block '{n}' {config.kind}: {refusal[n]}")
-    before = Snapshot.of(model, example_inputs)
+    before = snapshot(model, cap)
     check_inputs = [example_inputs] + [b.inputs for b in as_batches(data, None, 1)] if data else [
         example_inputs
     ]  # fmt: skip
@@ -200,7 +203,7 @@ def apply_grow(
         for p in model.parameters():
             if id(p) in old:
                 p.requires_grad_(False)
-    after = Snapshot.of(model, example_inputs)
+    after = snapshot(model, capture(model, example_inputs))
     notes = (
         [g["note"] for g in grown]
         + undo.notes
