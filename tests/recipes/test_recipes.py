@@ -11,6 +11,7 @@ from torch.utils.data import TensorDataset
 from netsculpt import recipes
 from netsculpt.cli import main
 from netsculpt.errors import InputError
+from netsculpt.io import load
 from netsculpt.recipes import load_recipe, run
 from netsculpt.report import Report, Snapshot
 
@@ -153,3 +154,25 @@ def test_example_recipes_validate(path):
         except InputError:
             pytest.skip(f"{name} is not available yet")
     assert load_recipe(path).steps
+
+
+def test_prune_heal_recipe_end_to_end(tmp_path):
+    try:
+        recipes.get_op("prune")
+    except InputError:
+        pytest.skip("prune is not available yet")
+    recipe = {
+        "model": "digits-mlp",
+        "data": "digits",
+        "steps": [
+            {"train": {"epochs": 3, "lr": 0.01, "progress": False}},
+            {"prune": {"amount": 0.5, "importance": "l2"}},
+            {"heal": {"epochs": 1, "teacher": "original", "progress": False}},
+            {"evaluate": {}},
+        ],
+    }
+    rep = run(recipe, output=tmp_path, progress=False)
+    assert [s.op for s in rep.steps] == ["train", "prune", "heal", "evaluate"]
+    assert rep.steps[1].after.macs < rep.steps[1].before.macs
+    assert rep.steps[3].after.macs == rep.steps[1].after.macs and rep.after.metric > 0.5
+    assert load(tmp_path)(torch.rand(2, 64)).shape == (2, 10)  # saved with its manifest
