@@ -143,3 +143,22 @@ def qualified_name(obj: Any) -> str:
     """
     cls = obj if isinstance(obj, type) else type(obj)
     return f"{cls.__module__}.{cls.__qualname__}"
+
+
+class _MaskSuspension:
+    """``with masks_suspended():`` — pruning masks are not re-applied inside (graph capture
+    must not record their in-place multiply). Re-entrant."""
+
+    depth = 0
+
+    def __call__(self) -> _MaskSuspension:
+        return self
+
+    def __enter__(self) -> None:
+        type(self).depth += 1
+
+    def __exit__(self, *exc: object) -> None:
+        type(self).depth -= 1
+
+
+masks_suspended = _MaskSuspension()

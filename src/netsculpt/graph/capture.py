@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from netsculpt.errors import CaptureError, InputError
-from netsculpt.utils import eval_mode, normalize_inputs
+from netsculpt.utils import eval_mode, masks_suspended, normalize_inputs
 
 
 def run_model(model: nn.Module, example_inputs: Any) -> Any:
@@ -74,7 +74,7 @@ def capture(model: nn.Module, example_inputs: Any) -> Captured:
         raise InputError(f"expected a torch.nn.Module, got {type(model).__name__}")
     args, kwargs = normalize_inputs(example_inputs, model)
     try:
-        with eval_mode(model), torch.no_grad():
+        with eval_mode(model), torch.no_grad(), masks_suspended():
             program = torch.export.export(model, args, kwargs, strict=False)
     except InputError:
         raise

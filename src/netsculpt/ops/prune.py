@@ -184,7 +184,7 @@ def _structured(ctx: _Context, cfg: StructuredConfig) -> Report:
     if unscored:
         ctx.notes.append(f"{len(unscored)} groups have no '{cfg.importance}' score and stay whole")
     skipped: dict[int, str] = {}
-    for _ in range(3):  # re-plan without groups that turned out to break the model
+    for attempt in range(3):  # re-plan without groups that turned out to break the model
         usable = [g for g in groups if g.id in scores and g.id not in skipped]
         if cfg.target_macs is not None or cfg.target_params is not None:
             plan, frac = P.budget_plan(
@@ -209,10 +209,10 @@ def _structured(ctx: _Context, cfg: StructuredConfig) -> Report:
                 max_fraction=cfg.max_fraction,
             )
         edit, bad = remove_channels_safely(model, graph, plan, ctx.example_inputs)
-        if not bad:
-            break
-        edit.undo()
         skipped.update(bad)
+        if not bad or cfg.amount is not None or attempt == 2:
+            break  # a fixed fraction needs no re-plan; a budget is searched again without them
+        edit.undo()
     after = _snapshot(model, graph, plan)
     _budget_notes(ctx, cfg, before, after)
     for gid, why in skipped.items():

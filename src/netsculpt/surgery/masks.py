@@ -11,6 +11,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from netsculpt.utils import masks_suspended
+
 
 def masks_of(model: nn.Module) -> dict[str, torch.Tensor]:
     masks = getattr(model, "_netsculpt_masks", None)
@@ -50,6 +52,8 @@ def _hook(model: nn.Module, path: str):
     prefix = f"{path}." if path else ""
 
     def fn(mod, args):
+        if masks_suspended.depth:
+            return
         masks = getattr(model, "_netsculpt_masks", {})
         with torch.no_grad():
             for attr, p in mod._parameters.items():
