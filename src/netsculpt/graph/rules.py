@@ -122,9 +122,12 @@ ELEMENTWISE = [
     "addcdiv",
     "tril",
     "triu",
-    "_assert_tensor_metadata",
     "native_dropout_backward",
     "expand_as",
+    "__and__",
+    "__or__",
+    "__xor__",
+    "__invert__",
 ]
 
 
@@ -839,6 +842,18 @@ def along_dim(t, node):
     return out
 
 
+@rule("diff")
+def diff(t, node):
+    # differences along one dim (HF uses it on position_ids to detect packed sequences)
+    x = node.args[0]
+    lx, sx = list(t.L(x)), t.shape(x)
+    dim = (node.args[2] if len(node.args) > 2 else node.kwargs.get("dim", -1)) % len(sx)
+    t.protect(lx[dim], "diff mixes positions")
+    out = list(lx)
+    out[dim] = t.fresh(t.shape(node)[dim], "diff")
+    return out
+
+
 @rule("channel_shuffle", "native_channel_shuffle")
 def channel_shuffle(t, node):
     x, groups = node.args[0], node.args[1]
@@ -882,10 +897,8 @@ FACTORIES = [
     "sym_size",
     "sym_numel",
     "sym_stride",
-    "_assert_scalar",
     "sym_constrain_range_for_size",
     "sym_constrain_range",
-    "_assert_async",
     "empty_strided",
     "new_empty_strided",
     "lift_fresh",
@@ -899,6 +912,12 @@ def factory(t, node):
     if isinstance(v, (tuple, list)):
         return [t.opaque_value(x) for x in v]
     return t.opaque_value(v)
+
+
+@rule("_assert_tensor_metadata", "_assert_scalar", "_assert_async")
+def assertion(t, node):
+    # a run-time check on a tensor's dtype/device/shape: no output, couples nothing
+    return None
 
 
 @rule("getitem")

@@ -78,6 +78,9 @@ def fix_attributes(model: nn.Module, graph, plan, changed: set[str], snap: Snaps
             _set(snap, mod, **{attr: tuple(graph.kept_size(lay, plan) for lay in lays)})
     _fix_heads(modules, graph, plan, snap)
     _fix_known_models(modules, snap)
+    from netsculpt.surgery.hf import fix_hf_modules
+
+    fix_hf_modules(model, snap)  # Hugging Face width attributes and config
 
 
 def _fix_module(model, path: str, mod: nn.Module, graph, plan, snap: Snapshot) -> None:
