@@ -146,6 +146,10 @@ class StructureGraph:
         return int(total)
 
 
+class _Symbolic(Exception):
+    """A tensor whose size depends on data (unbacked symbol)."""
+
+
 class Tracer:
     """Walks the captured graph once, applying the op rules."""
 
@@ -173,7 +177,10 @@ class Tracer:
             v = v[0] if v else None
         if v is None or not hasattr(v, "shape"):
             return None
-        return tuple(int(s) for s in v.shape)
+        try:
+            return tuple(int(s) for s in v.shape)
+        except Exception as e:  # a data-dependent size: nothing can be coupled through it
+            raise _Symbolic from e
 
     def L(self, node) -> list:
         lays = self.layouts.get(node.name)
@@ -199,7 +206,11 @@ class Tracer:
     def opaque_value(self, val) -> list | None:
         if val is None or not hasattr(val, "shape"):
             return None
-        return [self.fresh(int(s), "output of an op netsculpt cannot follow") for s in val.shape]
+        try:
+            sizes = [int(s) for s in val.shape]
+        except Exception as e:
+            raise _Symbolic from e
+        return [self.fresh(n, "output of an op netsculpt cannot follow") for n in sizes]
 
     def opaque(self, node, reason: str = "output of an op netsculpt cannot follow"):
         for a in self.tensor_args(node):
@@ -347,6 +358,10 @@ class Tracer:
             out = fn(self, node)
         except KeyError:  # an input has no layout (non-tensor): treat as opaque
             out = self.opaque(node)
+        except _Symbolic:
+            for a in self.tensor_args(node):
+                self.protect_node(a, f"data-dependent shape at {name} in '{self.path(node)}'")
+            out = None
         if out is not None:
             self.layouts[node.name] = out
 

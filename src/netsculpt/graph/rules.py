@@ -237,9 +237,10 @@ def conv(t, node):
             t.unify(g_in, g_out, node)
             if cin // groups > 1:
                 t.unify(per_in, lw[1], node)
-            # whole groups go (groups is updated); the width inside a group stays
-            t.protect(per_in, "per-group width of a grouped conv")
-            t.protect(per_out, "per-group width of a grouped conv")
+            if cin // groups > 1:
+                # a grouped conv keeps its group count and narrows every group alike;
+                # depthwise convs (one channel per group) lose whole groups instead
+                t.protect(g_in, "group count of a grouped conv")
     t.record_conv(node, lx[1], g_in if groups > 1 else None)
     if b is not None:
         t.role(b, 0, "out")
