@@ -48,10 +48,11 @@ def transformer_layers(model: nn.Module) -> tuple[str, nn.ModuleList] | None:
     """
     best = None
     for name, mod in model.named_modules():
+        if not isinstance(mod, nn.ModuleList) or len(mod) == 0:
+            continue
         longer = best is None or len(mod) > len(best[1])
-        if isinstance(mod, nn.ModuleList) and len(mod) > 0 and longer:
-            if all(_attention(layer) is not None for layer in mod):
-                best = (name, mod)
+        if longer and all(_attention(layer) is not None for layer in mod):
+            best = (name, mod)
     return best
 
 

@@ -184,6 +184,10 @@ def load(directory: str | os.PathLike, model: nn.Module | None = None) -> nn.Mod
     _tie(model, manifest.get("aliases", {}), weights)
     _load_tensors(model, tensors, manifest, weights)
     model._netsculpt_edits = list(manifest.get("modules", []))
+    if manifest.get("source") == "hf":
+        from netsculpt.hf.io import after_load
+
+        after_load(model)  # layer_idx follows the (possibly reordered) layer list
     if manifest.get("source"):
         model._netsculpt_source = manifest["source"]
     return model

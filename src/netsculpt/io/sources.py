@@ -46,6 +46,10 @@ def _build_hf(manifest: dict[str, Any]) -> nn.Module:
         raise InputError("manifest.json: source 'hf' but no 'config' recorded")
     import transformers
 
+    from netsculpt.hf.io import depth_for_manifest
+
+    # build as deep as the manifest's layer references need; the saved depth is set back later
+    config_dict = depth_for_manifest(config_dict, manifest.get("modules", []))
     class_name = manifest.get("class", "")
     cls = None
     if class_name.startswith("transformers."):

@@ -72,6 +72,9 @@ def logits_of(output: Any) -> torch.Tensor:
         logits = output.get("logits") if isinstance(output, Mapping) else output.logits
         if logits is not None:
             return logits
+    hidden = getattr(output, "last_hidden_state", None)  # HF encoders (BertModel, ViTModel)
+    if isinstance(hidden, torch.Tensor):
+        return hidden
     if isinstance(output, (list, tuple)) and output and isinstance(output[0], torch.Tensor):
         return output[0]
     raise InputError(f"model output: cannot find logits in a {type(output).__name__}")
