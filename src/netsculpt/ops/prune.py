@@ -213,6 +213,7 @@ def _structured(ctx: _Context, cfg: StructuredConfig) -> Report:
         if not bad or cfg.amount is not None or attempt == 2:
             break  # a fixed fraction needs no re-plan; a budget is searched again without them
         edit.undo()
+    plan = {g: ch for g, ch in plan.items() if g not in skipped}  # what was really removed
     after = _snapshot(model, graph, plan)
     _budget_notes(ctx, cfg, before, after)
     for gid, why in skipped.items():

@@ -77,7 +77,7 @@ def fix_attributes(model: nn.Module, graph, plan, changed: set[str], snap: Snaps
         if mod is not None and hasattr(mod, attr):
             _set(snap, mod, **{attr: tuple(graph.kept_size(lay, plan) for lay in lays)})
     _fix_heads(modules, graph, plan, snap)
-    _fix_known_models(modules, snap)
+    _fix_known_models(model, modules, snap)
     from netsculpt.surgery.hf import fix_hf_modules
 
     fix_hf_modules(model, snap)  # Hugging Face width attributes and config
@@ -162,11 +162,26 @@ def _fix_heads(modules: dict[str, nn.Module], graph, plan, snap: Snapshot) -> No
                     _set(snap, mod, **{attr: kept})
 
 
-def _fix_known_models(modules: dict[str, nn.Module], snap: Snapshot) -> None:
+def _fix_known_models(model, modules: dict[str, nn.Module], snap: Snapshot) -> None:
     """Architectures that keep a width in a plain attribute used in forward."""
-    for mod in modules.values():
+    for path, mod in modules.items():
         name = type(mod).__name__
+        if name in ("ShiftedWindowAttention", "ShiftedWindowAttentionV2"):
+            _fix_swin_attention(model, path, mod, snap)
         if name == "VisionTransformer" and hasattr(mod, "conv_proj"):
             width = mod.conv_proj.out_channels
             if mod.hidden_dim != width:
                 _set(snap, mod, hidden_dim=width)
+
+
+def _fix_swin_attention(model, path: str, mod: nn.Module, snap: Snapshot) -> None:
+    """torchvision's window attention derives head_dim from the input width: once heads are
+    gone it needs the variant that reads the width from its projections."""
+    w = mod.qkv.weight
+    if w.shape[0] == 3 * w.shape[1]:
+        return
+    from netsculpt.surgery.tv_modules import PRUNED
+
+    snap.save_attrs(mod)
+    mod.__class__ = PRUNED[type(mod)]
+    _record(model, path, mod)
