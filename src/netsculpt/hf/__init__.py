@@ -16,7 +16,7 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
-    "prune": "netsculpt.hf.prune",
+    "prune": "netsculpt.hf.structured",
     "layer_widths": "netsculpt.hf.config",
     "sync_config": "netsculpt.hf.config",
     "hf_compatible": "netsculpt.hf.config",

@@ -181,7 +181,12 @@ def sync_config(model: nn.Module, snap=None) -> list[str]:
     values, why = planned_config(model)
     old_hidden = getattr(config, HIDDEN, None)
     values["netsculpt_layers"] = layer_widths(model)["layers"]
-    changes = {k: v for k, v in values.items() if getattr(config, k, None) != v}
+    # head_dim is written explicitly: its default (hidden // heads) moves when heads change
+    changes = {
+        k: v
+        for k, v in values.items()
+        if (getattr(config, k, None) if k == HEAD_DIM else _effective(config, k)) != v
+    }
     if changes and snap is not None:
         snap.save_field(_ConfigState(config), "state")  # fields may be new: keep the whole dict
     for name, v in changes.items():
@@ -213,6 +218,15 @@ class _ConfigState:
         vars(self.config).update(value)
 
 
+def _effective(config: Any, name: str) -> Any:
+    value = getattr(config, name, None)
+    if name == "n_inner" and value is None:  # GPT-2: None means 4 * n_embd
+        return 4 * config.hidden_size
+    if name == HEAD_DIM and value is None:  # the family default
+        return config.hidden_size // config.num_attention_heads
+    return value
+
+
 def hf_compatible(model: nn.Module) -> tuple[bool, list[str]]:
     """Whether ``save_pretrained`` + ``from_pretrained`` rebuilds exactly these shapes.
 
@@ -224,7 +238,7 @@ def hf_compatible(model: nn.Module) -> tuple[bool, list[str]]:
     values, why = planned_config(model)
     config = model.config
     for name, v in values.items():
-        if getattr(config, name, None) != v:
+        if _effective(config, name) != v:
             why.append(f"config.{name} is {getattr(config, name, None)}, the weights say {v}")
     if getattr(model, "_netsculpt_edits", None):
         why.append("modules were replaced (see ns.save's manifest)")

@@ -1,0 +1,133 @@
+"""Structured pruning of a Hugging Face transformer by part: heads, MLP channels, hidden size.
+
+Same engine as ``ns.prune`` (graph groups → scores → plan → surgery), plus what HF users need:
+choose which parts go (``targets``), and ``uniform=True`` so every layer keeps the same number of
+heads and MLP channels — the config then describes the model and ``save_pretrained`` /
+``from_pretrained`` round-trips. With grouped-query attention the graph couples each KV head
+with its query group, so a KV head always leaves with its queries.
+
+>>> import netsculpt.hf as nhf                                     # doctest: +SKIP
+>>> rep = nhf.prune(model, {"input_ids": ids}, amount=0.3, targets=("heads", "mlp"))  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+from torch import nn
+
+from netsculpt.errors import InputError
+from netsculpt.graph import build_graph
+from netsculpt.graph.channels import Group, StructureGraph
+from netsculpt.importance import ESTIMATORS, score_groups
+from netsculpt.ops import prune_plan as P
+from netsculpt.report import Report, Snapshot, layer_sizes
+from netsculpt.surgery import remove_channels_safely
+
+TARGETS = ("heads", "mlp", "hidden")
+
+
+def part_of(graph: StructureGraph, group: Group, model: nn.Module) -> str:
+    """``"heads"``, ``"hidden"`` (the residual stream: it reaches the input embedding) or
+    ``"mlp"`` (any other channel group, e.g. an MLP's intermediate channels)."""
+    if group.kind == "head":
+        return "heads"
+    return "hidden" if _embedding_names(model) & {m.tensor for m in group.members} else "mlp"
+
+
+def _embedding_names(model: nn.Module) -> set[str]:
+    """Every name of the input embedding's weight (tied to the LM head under another name)."""
+    get = getattr(model, "get_input_embeddings", None)
+    emb = get() if callable(get) else None
+    w = getattr(emb, "weight", None)
+    if w is None:
+        return set()
+    return {n for n, p in model.named_parameters(remove_duplicate=False) if p is w}
+
+
+def _equalize(plan: dict, groups: list[Group], parts: dict[int, str], scores: dict) -> dict:
+    """Same number removed from every group of a part (and size): the mean of the plan's counts."""
+    out = {}
+    by_part: dict[tuple[str, int], list[Group]] = {}
+    for g in groups:
+        by_part.setdefault((parts[g.id], g.size), []).append(g)
+    for gs in by_part.values():
+        n = int(round(np.mean([len(plan.get(g.id, ())) for g in gs])))
+        for g in gs:
+            if n > 0:
+                out[g.id] = np.sort(np.argsort(scores[g.id], kind="stable")[:n]).astype(np.int64)
+    return out
+
+
+def prune(
+    model: nn.Module,
+    example_inputs: Any,
+    *,
+    amount: float = 0.3,
+    targets: tuple[str, ...] | list[str] = ("heads", "mlp"),
+    uniform: bool = True,
+    importance: str = "l2",
+    global_: bool = False,
+    data: Any = None,
+    round_to: int | None = None,
+) -> Report:
+    """Prune heads / MLP channels / hidden size of an HF model in place; returns a Report.
+
+    ``amount``: fraction removed from each chosen part (``global_``: ranked across groups).
+    ``uniform``: equal counts in every layer (HF-compatible config). ``importance``: any of
+    ``ns.prune``'s estimators (``l2``, ``taylor``, ``activation`` — Minitron-style — need
+    ``data`` for the data-driven ones).
+    """
+    if not 0 < amount < 1:
+        raise InputError(f"amount must be in (0, 1), got {amount}")
+    bad = [t for t in targets if t not in TARGETS]
+    if bad or not targets:
+        raise InputError(f"targets must be a subset of {TARGETS}, got {tuple(targets)}")
+    if importance not in ESTIMATORS:
+        raise InputError(f"unknown importance {importance!r}; one of {', '.join(ESTIMATORS)}")
+    t0 = time.perf_counter()
+    graph = build_graph(model, example_inputs)
+    before = Snapshot(params=graph.predict_params(model), macs=graph.predict_macs())
+    layers_before = layer_sizes(model)
+    parts = {g.id: part_of(graph, g, model) for g in graph.prunable_groups()}
+    groups = [g for g in graph.prunable_groups() if parts[g.id] in targets]
+    scores = score_groups(importance, model, graph, groups, data=data)
+    groups = [g for g in groups if g.id in scores]
+    plan = P.plan_for(groups, scores, amount, global_=global_, round_to=round_to, max_fraction=0.9)
+    if uniform:
+        plan = _equalize(plan, groups, parts, scores)
+    edit, skipped = remove_channels_safely(model, graph, plan, example_inputs)
+    if skipped and uniform:
+        edit.undo()
+        raise InputError(
+            "uniform pruning needs every planned group; these broke the model: "
+            + "; ".join(f"{graph.groups[g].describe()}: {why}" for g, why in skipped.items())
+        )
+    from netsculpt.hf.config import hf_compatible, layer_widths
+
+    ok, why = hf_compatible(model)
+    kept = {g: ch for g, ch in plan.items() if g not in skipped}
+    after = Snapshot(params=graph.predict_params(model, kept), macs=graph.predict_macs(kept))
+    details = {
+        "removed": {
+            t: int(sum(len(ch) for g, ch in kept.items() if parts[g] == t)) for t in targets
+        },
+        "layers": layer_widths(model),
+        "hf_compatible": ok,
+        "seconds": round(time.perf_counter() - t0, 3),
+    }
+    notes = [f"save with ns.save: {w}" for w in why]
+    notes += [f"kept {graph.groups[g].describe()}: {w}" for g, w in skipped.items()]
+    return Report(
+        op="prune",
+        config={"mode": "hf", "amount": amount, "targets": list(targets), "uniform": uniform,
+                "importance": importance, "global_": global_},
+        before=before,
+        after=after,
+        details=details,
+        notes=notes,
+        layers_before=layers_before,
+        layers_after=layer_sizes(model),
+    )  # fmt: skip
