@@ -254,6 +254,8 @@ def _remove(model, example_inputs, block: Block, scorer, config: CutConfig, undo
         if block.how == "bridge+fold":
             line = fold_bridge(model, block, undo)
         line += f" (trained {config.train_steps} steps)"
+    if config.bridge == "none" and bridge is not None:
+        line += " (bridge='none': the first channels, not fitted)"
     return line
 
 
