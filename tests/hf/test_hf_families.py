@@ -135,11 +135,12 @@ def test_ns_cut_on_decoder_fixes_num_hidden_layers():
 def test_failed_edit_restores_config(name):
     model, x, _ = make(name)
     before = model.config.to_dict()
+    from netsculpt.errors import VerificationError
     from netsculpt.graph import build_graph
     from netsculpt.surgery import remove_channels
 
     graph = build_graph(model, x)
     head = next(g for g in graph.prunable_groups() if g.kind == "head")
-    with pytest.raises(Exception):
+    with pytest.raises(VerificationError):
         remove_channels(model, graph, {head.id: [0]}, x, check=lambda a, b: "refuse")
     assert model.config.to_dict() == before
