@@ -5,6 +5,7 @@ No pickle anywhere: the manifest is JSON, the weights are safetensors.
 
 from __future__ import annotations
 
+import collections
 import json
 import os
 import shutil
@@ -307,6 +308,9 @@ def _load_tensors(
                 f"load: {weights}: key '{key}' has shape {list(value.shape)}, "
                 f"model has {list(expected[key].shape)}"
             )
+    # modules that version their state (torchvision's MNASNet) read it from the metadata
+    state = collections.OrderedDict(state)
+    state._metadata = getattr(expected, "_metadata", None)  # type: ignore[attr-defined]
     model.load_state_dict(state, strict=True)
     for key, value in tensors.items():
         if key.startswith(BUFFER_PREFIX):

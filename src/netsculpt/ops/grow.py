@@ -234,7 +234,8 @@ def _grow_one(model: nn.Module, block: Block, config: GrowConfig, wide: dict, un
         group = wide[block.name]
         extra = max(1, round(group.size * (config.factor - 1)))
         src = np.arange(extra) % group.size
-        widen(model, wide["graph"], {group.id: src}, noise=config.noise)
+        edit = widen(model, wide["graph"], {group.id: src}, noise=config.noise)
+        undo.later(edit.undo)
         note = f"{block.name}: widened {group.describe()} from {group.size} to {group.size + extra}"
         return {"block": block.name, "how": "net2wider", "added_units": extra, "note": note}
     if block.residual:

@@ -10,6 +10,7 @@ from netsculpt.surgery.slicing import (
     tensor_positions,
     verify,
 )
+from netsculpt.surgery.widen import widen
 
 __all__ = [
     "Edit",
@@ -20,4 +21,5 @@ __all__ = [
     "remove_channels_safely",
     "tensor_positions",
     "verify",
+    "widen",
 ]

@@ -52,6 +52,11 @@ class Undo:
         self.modules: list[tuple[str, nn.Module]] = []
         self.attrs: list[tuple[Any, str, Any]] = []
         self.notes: list[str] = []
+        self.callbacks: list = []
+
+    def later(self, fn) -> None:
+        """Run ``fn`` on restore (another editor's own undo), newest first."""
+        self.callbacks.append(fn)
 
     def replace(self, path: str, new: nn.Module) -> None:
         self.modules.append((path, self.model.get_submodule(path)))
@@ -66,6 +71,9 @@ class Undo:
         setattr(obj, name, value)
 
     def restore(self) -> None:
+        for fn in reversed(self.callbacks):
+            fn()
+        self.callbacks = []
         for obj, name, value in reversed(self.attrs):
             setattr(obj, name, value)
         for path, old in reversed(self.modules):

@@ -27,15 +27,17 @@ class PrunedMultiheadAttention(nn.MultiheadAttention):
         device=None,
         dtype=None,
     ):
+        # the parent checks embed_dim % num_heads, which need not hold here: build with one head
         super().__init__(
             embed_dim,
-            num_heads,
+            1,
             dropout=dropout,
             bias=bias,
             batch_first=batch_first,
             device=device,
             dtype=dtype,
         )
+        self.num_heads = num_heads
         inner = inner_dim or embed_dim
         kw = {"device": device, "dtype": dtype}
         self.in_proj_weight = nn.Parameter(torch.empty(3 * inner, embed_dim, **kw))
