@@ -13,6 +13,7 @@ very module (with its own, possibly edited, structure) at the new place.
 
 from __future__ import annotations
 
+import copy
 import importlib
 import inspect
 from collections import OrderedDict
@@ -124,7 +125,27 @@ def init_kwargs(module: nn.Module, path: str = "") -> dict[str, Any]:
     return {k: _to_json(v) for k, v in kwargs.items()}
 
 
-def module_spec(module: nn.Module, known: dict[int, str], path: str = "") -> dict[str, Any]:
+def _shapes(module: nn.Module) -> list:
+    return [(k, tuple(v.shape)) for k, v in module.state_dict().items()]
+
+
+def _twin(module: nn.Module, twins: dict[str, nn.Module]) -> str | None:
+    """Path of another module of the same class and the same tensor shapes, if any."""
+    shapes = None
+    for path, other in twins.items():
+        if other is not module and type(other) is type(module):
+            shapes = _shapes(module) if shapes is None else shapes
+            if _shapes(other) == shapes:
+                return path
+    return None
+
+
+def module_spec(
+    module: nn.Module,
+    known: dict[int, str],
+    path: str = "",
+    twins: dict[str, nn.Module] | None = None,
+) -> dict[str, Any]:
     """Rebuildable spec of ``module``; modules in ``known`` (id → path) become ``{"ref": path}``.
 
     >>> module_spec(nn.Sequential(nn.Identity()), {})["children"]
@@ -133,6 +154,10 @@ def module_spec(module: nn.Module, known: dict[int, str], path: str = "") -> dic
     if id(module) in known:
         return {"ref": known[id(module)]}
     type_name = qualified_name(module)
+    twin = _twin(module, twins or {})
+    if not type_name.startswith(_ALLOWED_PREFIXES) and twin is not None:
+        # a copy of a module of the model (block expansion): rebuilt by copying that module
+        return {"copy": twin}
     if not type_name.startswith(_ALLOWED_PREFIXES):
         raise InputError(
             f"cannot record {type_name} at '{path}': only torch.nn and netsculpt modules can be "
@@ -142,7 +167,7 @@ def module_spec(module: nn.Module, known: dict[int, str], path: str = "") -> dic
     if type(module) in _CONTAINERS:  # subclasses have their own constructors
         spec["kwargs"] = {}
         spec["children"] = [
-            [name, module_spec(child, known, f"{path}.{name}" if path else name)]
+            [name, module_spec(child, known, f"{path}.{name}" if path else name, twins)]
             for name, child in module.named_children()
         ]
     else:
@@ -170,7 +195,8 @@ def record_module(model: nn.Module, path: str, module: nn.Module) -> dict[str, A
     if current is module:
         # edited in place (e.g. its class swapped): record what it is now, not a self-reference
         known.pop(id(module), None)
-    spec = {"path": path, **module_spec(module, known, path)}
+    twins = {name: sub for name, sub in model.named_modules() if name}
+    spec = {"path": path, **module_spec(module, known, path, twins)}
     set_submodule(model, path, module)
     edits: list[dict[str, Any]] = list(getattr(model, "_netsculpt_edits", []))
     if not _refers_into(spec, path):
@@ -210,6 +236,8 @@ def build_module(spec: dict[str, Any], model: nn.Module) -> nn.Module:
     """Rebuild a module from its spec, resolving ``{"ref": path}`` against ``model`` now."""
     if "ref" in spec:
         return get_submodule(model, spec["ref"])
+    if "copy" in spec:
+        return copy.deepcopy(get_submodule(model, spec["copy"]))
     cls = _import_class(spec["type"])
     kwargs = {k: _from_json(v) for k, v in spec.get("kwargs", {}).items()}
     if "children" in spec:

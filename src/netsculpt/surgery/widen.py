@@ -62,8 +62,7 @@ def widen(
                 touched.add(member.module)
         _fix_widths(model, touched, snap)
         if example_inputs is not None:
-            verify(model, example_inputs, before,
-                   outputs_close if check_equal else None)
+            verify(model, example_inputs, before, outputs_close if check_equal else None)
     except Exception as e:
         snap.restore()
         raise VerificationError(f"widening broke the model: {_one_line(e)}; restored") from e
@@ -74,7 +73,7 @@ def _widen_member(model, owners, member, src, noise, gen, snap) -> None:
     im = member.index_map
     n = int(im.max()) + 1
     start = int(np.argmax(im >= 0))
-    if not np.array_equal(im[start:start + n], np.arange(n)) or (im >= 0).sum() != n:
+    if not np.array_equal(im[start : start + n], np.arange(n)) or (im >= 0).sum() != n:
         raise InputError(
             f"widen: '{member.tensor}' holds the channels through a reshape or repeat; only "
             f"plain channel runs can be widened"
@@ -99,15 +98,22 @@ def _widen_member(model, owners, member, src, noise, gen, snap) -> None:
             new = new + eta
             block.index_add_(d, torch.as_tensor(src), -eta)
         old.narrow(d, start, n).copy_(block)
-    widened = torch.cat([old.narrow(d, 0, start + n), new,
-                         old.narrow(d, start + n, t.shape[d] - start - n)], dim=d)
+    widened = torch.cat(
+        [old.narrow(d, 0, start + n), new, old.narrow(d, start + n, t.shape[d] - start - n)], dim=d
+    )
     _set_tensor(owners[member.tensor], widened, snap)
     masks = getattr(model, "_netsculpt_masks", None)
     if masks and member.tensor in masks:
         m = masks[member.tensor]
         snap.save_mask(masks, member.tensor)
-        masks[member.tensor] = torch.cat([m.narrow(d, 0, start + n), m.index_select(d, idx),
-                                          m.narrow(d, start + n, m.shape[d] - start - n)], dim=d)
+        masks[member.tensor] = torch.cat(
+            [
+                m.narrow(d, 0, start + n),
+                m.index_select(d, idx),
+                m.narrow(d, start + n, m.shape[d] - start - n),
+            ],
+            dim=d,
+        )
 
 
 def _fix_widths(model: nn.Module, paths: set[str], snap: Snapshot) -> None:
