@@ -160,10 +160,14 @@ def test_failed_save_leaves_nothing_half_written(tmp_path, monkeypatch):
 def test_overwrite_keeps_old_folder_when_save_fails(tmp_path, monkeypatch):
     save(Net(), tmp_path / "out")
     before = (tmp_path / "out" / "manifest.json").read_text()
-    net = Net()
-    net._netsculpt_masks = {"no.such": torch.ones(1, dtype=torch.bool)}
-    with pytest.raises(InputError, match="no.such"):
-        save(net, tmp_path / "out")
+    import safetensors.torch
+
+    def broken(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(safetensors.torch, "save_file", broken)
+    with pytest.raises(OSError, match="disk full"):
+        save(Net(), tmp_path / "out")
     assert (tmp_path / "out" / "manifest.json").read_text() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
 

@@ -24,7 +24,7 @@ RECIPES = {
             {"prune": {"threshold": 0.01}},
             {"prune": {"amount": 0.5, "importance": "l2"}},
             {"grow": {"kind": "deeper", "where": "auto"}},
-            {"heal": {"epochs": 8, "lr": 0.003, "teacher": "original", "loss": "both"}},
+            {"heal": {"epochs": 4, "lr": 0.003, "teacher": "original", "loss": "both"}},
         ],
     },
     "digits-cnn": {
@@ -35,7 +35,7 @@ RECIPES = {
             {"prune": {"threshold": 0.01}},
             {"prune": {"amount": 0.5, "importance": "l2"}},
             {"cut": {"count": 1}},
-            {"heal": {"epochs": 8, "lr": 0.003, "teacher": "original", "loss": "both"}},
+            {"heal": {"epochs": 4, "lr": 0.003, "teacher": "original", "loss": "both"}},
         ],
     },
 }
@@ -48,7 +48,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         choices=("digits", "minilm"),
         help="digits: the two small models (default); minilm: the shipped MiniLM",
     )
-    parser.add_argument("--epochs", type=int, default=25, help="training epochs before surgery")
+    parser.add_argument("--epochs", type=int, default=15, help="training epochs before surgery")
     parser.add_argument("-o", "--output", help="folder to save the models and reports")
     parser.add_argument("--seed", type=int, default=0)
 

@@ -143,12 +143,12 @@ def _check(teacher, epochs, steps, loss, task, optimizer, alpha, temperature, hi
 
 def _masks(model: nn.Module) -> Any:
     """``(param, bool mask)`` pairs from ``model._netsculpt_masks`` (unstructured pruning)."""
-    masks = getattr(model, "_netsculpt_masks", None) or {}
+    from netsculpt.surgery.masks import sync_masks
+
     params = dict(model.named_parameters())
-    for name, mask in masks.items():
-        if name not in params:
-            raise InputError(f"heal: mask for {name!r} names no parameter of the model")
-        yield params[name], mask
+    for name, mask in sync_masks(model).items():
+        if name in params:
+            yield params[name], mask
 
 
 @torch.no_grad()

@@ -70,7 +70,9 @@ def build_manifest(
     shapes.update({name: list(t.shape) for name, t in extra.items()})
     for name, buf in extra.items():
         tensors[BUFFER_PREFIX + name] = buf.detach().cpu().contiguous().clone()
-    masks = dict(getattr(model, "_netsculpt_masks", None) or {})
+    from netsculpt.surgery.masks import sync_masks
+
+    masks = dict(sync_masks(model)) if getattr(model, "_netsculpt_masks", None) else {}
     for name, mask in masks.items():
         if name not in shapes:
             raise InputError(f"save: mask for '{name}' names no parameter of the model")
@@ -326,4 +328,7 @@ def _load_tensors(
         k[len(MASK_PREFIX) :]: v.bool() for k, v in tensors.items() if k.startswith(MASK_PREFIX)
     }
     if masks:
+        from netsculpt.surgery.masks import attach_masks
+
         model._netsculpt_masks = masks
+        attach_masks(model)

@@ -22,6 +22,18 @@ def masks_of(model: nn.Module) -> dict[str, torch.Tensor]:
     return masks
 
 
+def sync_masks(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Drop masks whose parameter is gone or was reshaped by a later edit (a cut block, a fold);
+    returns the masks that still apply."""
+    masks = masks_of(model)
+    params = dict(model.named_parameters(remove_duplicate=False))
+    for name in list(masks):
+        p = params.get(name)
+        if p is None or p.shape != masks[name].shape:
+            del masks[name]
+    return masks
+
+
 def apply_masks(model: nn.Module) -> None:
     """Multiply every masked parameter by its mask (in place)."""
     params = dict(model.named_parameters(remove_duplicate=False))
