@@ -2,8 +2,9 @@
 
 Trains the seed's MLP shape (64 → 64 → 32 → 10) and a small residual CNN on scikit-learn's
 digits, then runs each through a recipe of the seed's operations — prune by the seed's
-threshold (|w| < 0.01, dead neurons removed), structured pruning of half the channels, a cut, a
-merge (exact BatchNorm folds), a grow — heals by distillation and prints before → after.
+threshold (|w| < 0.01, dead neurons removed), structured pruning of half the channels, a grow
+(MLP) or a cut (CNN), healing by distillation, and for the CNN a merge (exact BatchNorm folds) —
+and prints before → after.
 """
 
 from __future__ import annotations
@@ -31,11 +32,11 @@ RECIPES = {
         "model": "digits-cnn",
         "data": "digits-image",
         "steps": [
-            {"merge": {}},
             {"prune": {"threshold": 0.01}},
             {"prune": {"amount": 0.5, "importance": "l2"}},
             {"cut": {"count": 1}},
             {"heal": {"epochs": 4, "lr": 0.003, "teacher": "original", "loss": "both"}},
+            {"merge": {}},  # fold BatchNorm into the convs for deployment (exact)
         ],
     },
 }

@@ -162,6 +162,15 @@ def apply_grow(
         eligible = [b for b in blocks if refusal[b.name] is None]
         if not eligible:
             reasons = "; ".join(f"{n}: {r}" for n, r in refusal.items())
+            if config.threshold is not None:  # the seed's rule found no place: a no-op, said so
+                snap = snapshot(model, cap)
+                return Report(
+                    op="grow",
+                    config=asdict(config),
+                    before=snap,
+                    after=snap,
+                    notes=[f"nothing grown: no block can grow {config.kind} ({reasons})"],
+                )
             raise InputError(f"grow: no block can grow {config.kind} ({reasons})")
         scorer = BlockScorer(model, example_inputs, data, blocks, max_batches=config.max_batches)
         all_scores = scorer.score(config.criterion)
