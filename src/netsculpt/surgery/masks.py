@@ -62,6 +62,7 @@ def attach_masks(model: nn.Module) -> None:
 
 def _hook(model: nn.Module, path: str):
     prefix = f"{path}." if path else ""
+    seen: dict[tuple, int] = {}  # (attribute, parameter) -> its version when last masked
 
     def fn(mod, args):
         if masks_suspended.depth:
@@ -71,8 +72,11 @@ def _hook(model: nn.Module, path: str):
             for attr, p in mod._parameters.items():
                 mask = masks.get(prefix + attr)
                 usable = p is not None and mask is not None and p.shape == mask.shape
-                if usable and p.device.type != "meta":
+                # re-mask only after the weight changed (an optimizer step): inference is free
+                key = (attr, id(p))
+                if usable and p.device.type != "meta" and seen.get(key) != p._version:
                     p.mul_(mask.to(p.device, p.dtype))
+                    seen[key] = p._version
 
     return fn
 
