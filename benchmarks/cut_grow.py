@@ -7,11 +7,9 @@ bridge vs no bridge. Writes its tables into benchmarks/RESULTS.md (section cut_g
 from __future__ import annotations
 
 import copy
-import re
 import statistics
 import sys
 import time
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -22,7 +20,10 @@ from netsculpt.data import load_dataset, make_loader
 from netsculpt.data.models import ResidualMLP, SeedMLP
 from netsculpt.graph.blocks import find_blocks
 
-RESULTS = Path(__file__).with_name("RESULTS.md")
+try:
+    from benchmarks._results import write_section
+except ImportError:  # run as a script from the repository root
+    from _results import write_section
 SEEDS = (0, 1, 2)
 
 
@@ -193,14 +194,6 @@ def bridge_table(epochs: int = 30, heal_epochs: int = 2) -> str:
     return head + "\n".join(rows)
 
 
-def write(section: str) -> None:
-    text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
-    block = f"<!-- cut_grow:begin -->\n{section}\n<!-- cut_grow:end -->"
-    pat = re.compile(r"<!-- cut_grow:begin -->.*?<!-- cut_grow:end -->", re.S)
-    text = pat.sub(lambda _: block, text) if pat.search(text) else text.rstrip() + "\n\n" + block
-    RESULTS.write_text(text.rstrip() + "\n")
-
-
 def main() -> None:
     torch.set_num_threads(1)
     t0 = time.time()
@@ -216,7 +209,7 @@ def main() -> None:
     section = "\n".join(parts)
     print(section)
     if "--no-write" not in sys.argv:
-        write(section)
+        write_section("cut_grow", section)
 
 
 if __name__ == "__main__":

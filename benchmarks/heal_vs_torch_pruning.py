@@ -21,7 +21,6 @@ import argparse
 import copy
 import statistics
 import time
-from pathlib import Path
 
 import torch
 from torch import nn
@@ -30,8 +29,10 @@ import netsculpt as ns
 from netsculpt.data import ConvNet1D, load_dataset, make_loader, train_quick
 from netsculpt.measure import count_macs, count_params
 
-RESULTS = Path(__file__).with_name("RESULTS.md")
-BEGIN, END = "<!-- heal:begin -->", "<!-- heal:end -->"
+try:
+    from benchmarks._results import write_section
+except ImportError:  # run as a script from the repository root
+    from _results import write_section
 BUDGETS = (0.75, 0.5, 0.25)
 X = torch.randn(1, 40)
 
@@ -152,16 +153,6 @@ def table(all_rows: list[dict], args, seconds: float) -> str:
     )
 
 
-def write_section(text: str) -> None:
-    old = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
-    block = f"{BEGIN}\n{text}\n{END}"
-    if BEGIN in old and END in old:
-        new = old[: old.index(BEGIN)] + block + old[old.index(END) + len(END) :]
-    else:
-        new = old.rstrip() + "\n\n" + block + "\n"
-    RESULTS.write_text(new)
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -184,7 +175,7 @@ def main() -> None:
     text = table(rows, args, time.time() - start)
     print(text)
     if not args.no_write:
-        write_section(text)
+        write_section("heal", text)
 
 
 if __name__ == "__main__":

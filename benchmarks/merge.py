@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import copy
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -30,8 +29,10 @@ from netsculpt.data import ResidualMLP, SeedMLP, accuracy, load_dataset, make_lo
 from netsculpt.measure.latency import latency_ms
 from netsculpt.ops.merge import BlockMergeConfig, MergeConfig
 
-RESULTS = Path(__file__).with_name("RESULTS.md")
-BEGIN, END = "<!-- merge:begin -->", "<!-- merge:end -->"
+try:
+    from benchmarks._results import write_section
+except ImportError:  # run as a script from the repository root
+    from _results import write_section
 
 
 def table(header: list[str], rows: list[list]) -> str:
@@ -278,16 +279,6 @@ def bench_models(quick: bool) -> str:
         ],
         [r if len(r) == 7 else r[:5] + ["–"] + r[5:] for r in rows],
     )
-
-
-def write_section(text: str) -> None:
-    old = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
-    block = f"{BEGIN}\n{text.strip()}\n{END}"
-    if BEGIN in old and END in old:
-        new = old[: old.index(BEGIN)] + block + old[old.index(END) + len(END) :]
-    else:
-        new = old.rstrip() + "\n\n" + block + "\n"
-    RESULTS.write_text(new)
 
 
 def main() -> None:
