@@ -302,7 +302,7 @@ def main() -> None:
         body = fn(args.quick)
         parts += [title, body, f"_{time.perf_counter() - t:.0f} s_"]
         print(title, body, sep="\n", flush=True)
-    write_section("\n\n".join(parts))
+    write_section("merge", "\n\n".join(parts))
 
 
 if __name__ == "__main__":

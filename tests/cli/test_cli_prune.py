@@ -12,8 +12,23 @@ def test_prune_builtin_writes_a_model_that_reloads(tmp_path, capsys):
     from netsculpt.data import resolve_model
 
     out = tmp_path / "pruned"
-    assert main(["prune", "digits-mlp", "--amount", "0.5", "--importance", "l2",
-                 "-o", str(out), "--report", str(tmp_path / "r.json")]) == 0
+    assert (
+        main(
+            [
+                "prune",
+                "digits-mlp",
+                "--amount",
+                "0.5",
+                "--importance",
+                "l2",
+                "-o",
+                str(out),
+                "--report",
+                str(tmp_path / "r.json"),
+            ]
+        )
+        == 0
+    )
     assert "saved to" in capsys.readouterr().out
     model = ns.load(out)
     assert model[0].out_features == 32
@@ -24,8 +39,23 @@ def test_prune_builtin_writes_a_model_that_reloads(tmp_path, capsys):
 
 def test_unstructured_and_data_driven_options(tmp_path):
     assert main(["prune", "digits-mlp", "--threshold", "0.01", "-o", str(tmp_path / "a")]) == 0
-    assert main(["prune", "digits-mlp", "--amount", "0.3", "--importance", "taylor",
-                 "--data", "digits", "-o", str(tmp_path / "b")]) == 0
+    assert (
+        main(
+            [
+                "prune",
+                "digits-mlp",
+                "--amount",
+                "0.3",
+                "--importance",
+                "taylor",
+                "--data",
+                "digits",
+                "-o",
+                str(tmp_path / "b"),
+            ]
+        )
+        == 0
+    )
 
 
 def test_analyze_lists_groups(capsys):
@@ -64,7 +94,11 @@ def test_not_a_model_file_and_a_pickle_with_code_are_refused(tmp_path, capsys):
 
 
 def test_console_script_is_installed():
-    r = subprocess.run([sys.executable, "-m", "netsculpt.cli", "--help"], capture_output=True,
-                       text=True, check=True)
+    r = subprocess.run(
+        [sys.executable, "-m", "netsculpt.cli", "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     for cmd in ("prune", "analyze", "demo", "cut", "grow", "merge", "heal", "evaluate", "run"):
         assert cmd in r.stdout

@@ -15,12 +15,13 @@ import netsculpt as ns
 from netsculpt.measure import count_macs, count_params
 
 
-
 def _calib(x, n=3):
     g = torch.Generator().manual_seed(1)
     if x.is_floating_point():
-        return [(x + 0.1 * torch.randn(x.shape, generator=g), torch.zeros(x.shape[0]).long())
-                for _ in range(n)]
+        return [
+            (x + 0.1 * torch.randn(x.shape, generator=g), torch.zeros(x.shape[0]).long())
+            for _ in range(n)
+        ]
     return [(x, torch.zeros(x.shape[0]).long()) for _ in range(n)]
 
 
@@ -63,10 +64,22 @@ def _tiny(name):
 # (id, op, config, model factory, exact: outputs must stay equal, direction of params)
 ROWS = [
     ("prune-l2-mlp", "prune", {"amount": 0.5}, _tiny("mlp"), False, "down"),
-    ("prune-taylor-cnn", "prune", {"amount": 0.5, "importance": "taylor"}, _tiny("cnn"), False,
-     "down"),
-    ("prune-global-transformer", "prune", {"amount": 0.3, "global_": True},
-     _tiny("transformer"), False, "down"),
+    (
+        "prune-taylor-cnn",
+        "prune",
+        {"amount": 0.5, "importance": "taylor"},
+        _tiny("cnn"),
+        False,
+        "down",
+    ),
+    (
+        "prune-global-transformer",
+        "prune",
+        {"amount": 0.3, "global_": True},
+        _tiny("transformer"),
+        False,
+        "down",
+    ),
     ("prune-budget-cnn", "prune", {"target_macs": 0.5}, _tiny("cnn"), False, "down"),
     ("prune-threshold-mlp", "prune", {"threshold": 0.05}, _tiny("mlp"), False, "same"),
     ("prune-2:4-transformer", "prune", {"pattern": "2:4"}, _tiny("transformer"), False, "same"),
@@ -89,8 +102,11 @@ def _run(op, config, factory):
     return model, x, ref, report
 
 
-@pytest.mark.parametrize(("op", "config", "factory", "exact", "direction"),
-                         [r[1:] for r in ROWS], ids=[r[0] for r in ROWS])
+@pytest.mark.parametrize(
+    ("op", "config", "factory", "exact", "direction"),
+    [r[1:] for r in ROWS],
+    ids=[r[0] for r in ROWS],
+)
 def test_contract(op, config, factory, exact, direction, tmp_path):
     fresh = factory()[0]
     model, x, ref, report = _run(op, config, factory)
@@ -101,8 +117,11 @@ def test_contract(op, config, factory, exact, direction, tmp_path):
     assert report.after.params == params
     if report.after.macs is not None:
         assert report.after.macs == count_macs(model, x)
-    sign = {"down": params < report.before.params, "up": params > report.before.params,
-            "same": params == report.before.params}
+    sign = {
+        "down": params < report.before.params,
+        "up": params > report.before.params,
+        "same": params == report.before.params,
+    }
     assert sign[direction], (report.before.params, params)
     if exact:
         assert torch.allclose(out, ref, atol=1e-5, rtol=1e-5)

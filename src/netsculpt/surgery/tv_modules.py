@@ -29,8 +29,9 @@ def _window_attention(mod, x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
     if getattr(mod, "logit_scale", None) is not None and qkv_bias is not None:
         # Swin V2 has no key bias
         third = qkv_bias.numel() // 3
-        qkv_bias = torch.cat([qkv_bias[:third], torch.zeros_like(qkv_bias[third:2 * third]),
-                              qkv_bias[2 * third:]])
+        qkv_bias = torch.cat(
+            [qkv_bias[:third], torch.zeros_like(qkv_bias[third : 2 * third]), qkv_bias[2 * third :]]
+        )
     qkv = F.linear(win, mod.qkv.weight, qkv_bias)
     heads = mod.num_heads
     head_dim = qkv.shape[-1] // (3 * heads)
