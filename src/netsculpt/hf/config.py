@@ -240,6 +240,16 @@ def hf_compatible(model: nn.Module) -> tuple[bool, list[str]]:
     for name, v in values.items():
         if _effective(config, name) != v:
             why.append(f"config.{name} is {getattr(config, name, None)}, the weights say {v}")
-    if getattr(model, "_netsculpt_edits", None):
+    edits = [e for e in getattr(model, "_netsculpt_edits", None) or [] if not _reorders(e)]
+    if edits:
         why.append("modules were replaced (see ns.save's manifest)")
     return not why, why
+
+
+def _reorders(spec: dict) -> bool:
+    """An edit that only removes, repeats or copies existing layers of a layer list (a cut or
+    a block expansion): the config's layer count describes it."""
+    children = spec.get("children")
+    if children is None:
+        return False
+    return all("ref" in c or "copy" in c for _, c in children)
