@@ -6,8 +6,8 @@ more important. Groups an estimator cannot score are left out (and so are not pr
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -139,35 +139,32 @@ def taylor(model, graph, groups, data=None, max_batches: int = 16, **kw):
     return out
 
 
-@estimator("activation", needs_data=True)
-def activation(model, graph, groups, data=None, max_batches: int = 16, **kw):
-    """Wanda-style: Σ |W_ij|·‖X_j‖ over the layers that consume the channel (inputs measured
-    on data); channels with no consumer use the norm of their own activation."""
+def channel_norms(
+    model: nn.Module, paths, data: Any, max_batches: int = 16
+) -> dict[str, torch.Tensor]:
+    """``{"<path>:in" / "<path>:out": ‖x_c‖₂ per channel}`` of the inputs and outputs of the
+    Linear / Conv modules at ``paths``, over calibration data (channels: last dim for Linear,
+    dim 1 for conv)."""
     mods = dict(model.named_modules())
-    consumers = {m.module for g in groups for m in g.members if m.role in ("in", "out")}
-    sq: dict[str, torch.Tensor] = defaultdict(lambda: 0)
+    sq: dict[str, torch.Tensor] = {}
+
+    def add(key: str, t, cdim: int) -> None:
+        if isinstance(t, torch.Tensor) and t.dim() >= 1:
+            d = cdim % t.dim()
+            v = t.detach().float().square().sum([i for i in range(t.dim()) if i != d])
+            sq[key] = sq[key] + v if key in sq else v
+
     handles = []
+    for path in paths:
+        mod = mods.get(path)
+        if isinstance(mod, (nn.Linear, nn.modules.conv._ConvNd)):
+            cdim = -1 if isinstance(mod, nn.Linear) else 1
 
-    def hook(name, channel_dim_of_input):
-        def fn(mod, args, output):
-            x = args[0] if args else None
-            if isinstance(x, torch.Tensor):
-                d = channel_dim_of_input(x)
-                dims = [i for i in range(x.dim()) if i != d]
-                sq[name + ":in"] = sq[name + ":in"] + x.detach().float().square().sum(dims)
-            if isinstance(output, torch.Tensor) and output.dim() >= 1:
-                d = channel_dim_of_input(output)
-                dims = [i for i in range(output.dim()) if i != d]
-                sq[name + ":out"] = sq[name + ":out"] + output.detach().float().square().sum(dims)
+            def hook(m, args, output, path=path, cdim=cdim):
+                add(f"{path}:in", args[0] if args else None, cdim)
+                add(f"{path}:out", output, cdim)
 
-        return fn
-
-    for name in consumers:
-        mod = mods.get(name)
-        if isinstance(mod, nn.Linear):
-            handles.append(mod.register_forward_hook(hook(name, lambda x: x.dim() - 1)))
-        elif isinstance(mod, nn.modules.conv._ConvNd):
-            handles.append(mod.register_forward_hook(hook(name, lambda x: 1)))
+            handles.append(mod.register_forward_hook(hook))
     try:
         with torch.no_grad(), eval_mode(model):
             for x, _ in iter_batches(data, max_batches):
@@ -175,6 +172,15 @@ def activation(model, graph, groups, data=None, max_batches: int = 16, **kw):
     finally:
         for h in handles:
             h.remove()
+    return {k: v.sqrt() for k, v in sq.items()}
+
+
+@estimator("activation", needs_data=True)
+def activation(model, graph, groups, data=None, max_batches: int = 16, **kw):
+    """Wanda-style: Σ |W_ij|·‖X_j‖ over the layers that consume the channel (inputs measured
+    on data); channels with no consumer use the norm of their own activation."""
+    consumers = {m.module for g in groups for m in g.members if m.role in ("in", "out")}
+    norms = channel_norms(model, consumers, data, max_batches)
     tensors = _tensors(model)
     out = {}
     for g in groups:
@@ -183,17 +189,16 @@ def activation(model, graph, groups, data=None, max_batches: int = 16, **kw):
             w = tensors.get(m.tensor)
             if w is None or not m.tensor.endswith("weight") or w.dim() < 2:
                 continue
-            if m.role == "in" and isinstance(sq.get(m.module + ":in"), torch.Tensor):
-                norms = sq[m.module + ":in"].sqrt()
+            x_norm = norms.get(m.module + ":in")
+            if m.role == "in" and x_norm is not None:
                 col = _per_position(w, m.dim, torch.abs)
-                if len(norms) == len(col):
-                    vals.append((m, col * norms.cpu().numpy()))
+                if len(x_norm) == len(col):
+                    vals.append((m, col * x_norm.cpu().numpy()))
         if not vals:
             for m in g.members:
-                if m.role == "out" and isinstance(sq.get(m.module + ":out"), torch.Tensor):
-                    norms = sq[m.module + ":out"].sqrt().cpu().numpy()
-                    if len(norms) == len(m.index_map):
-                        vals.append((m, norms.astype(np.float64)))
+                y_norm = norms.get(m.module + ":out")
+                if m.role == "out" and y_norm is not None and len(y_norm) == len(m.index_map):
+                    vals.append((m, y_norm.cpu().numpy().astype(np.float64)))
         if vals:
             out[g.id] = _scatter(g, vals)
     return out

@@ -226,15 +226,19 @@ def _structured(ctx: _Context, cfg: StructuredConfig) -> Report:
         "scores": {f"group {g}": float(np.mean(s)) for g, s in scores.items()},
         "seconds": round(time.perf_counter() - t0, 3),
     }
+    return _report(ctx, "structured", cfg, before, after, details, layers_before)
+
+
+def _report(ctx: _Context, mode: str, cfg, before, after, details, layers_before) -> Report:
     return Report(
         op="prune",
-        config={"mode": "structured", **asdict(cfg)},
+        config={"mode": mode, **asdict(cfg)},
         before=before,
         after=after,
         details=details,
         notes=ctx.notes,
         layers_before=layers_before,
-        layers_after=layer_sizes(model),
+        layers_after=layer_sizes(ctx.model),
     )
 
 
@@ -317,13 +321,4 @@ def _unstructured(ctx: _Context, cfg: UnstructuredConfig) -> Report:
         },
         "seconds": round(time.perf_counter() - t0, 3),
     }
-    return Report(
-        op="prune",
-        config={"mode": "unstructured", **asdict(cfg)},
-        before=before,
-        after=after,
-        details=details,
-        notes=ctx.notes,
-        layers_before=layers_before,
-        layers_after=layer_sizes(model),
-    )
+    return _report(ctx, "unstructured", cfg, before, after, details, layers_before)

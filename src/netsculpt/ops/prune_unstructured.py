@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import fnmatch
-from typing import Any
 
 import numpy as np
 import torch
@@ -12,10 +11,9 @@ from torch import nn
 from netsculpt.errors import InputError, VerificationError
 from netsculpt.graph.capture import run_model
 from netsculpt.graph.channels import StructureGraph
-from netsculpt.importance.batches import forward, iter_batches
+from netsculpt.importance.channels import channel_norms
 from netsculpt.surgery import outputs_close, remove_channels
 from netsculpt.surgery.masks import attach_masks, masks_of
-from netsculpt.utils import eval_mode
 
 
 def prunable_weights(model: nn.Module, ignore: list[str]) -> dict[str, nn.Parameter]:
@@ -30,40 +28,14 @@ def prunable_weights(model: nn.Module, ignore: list[str]) -> dict[str, nn.Parame
     return out
 
 
-def input_norms(model: nn.Module, names: list[str], data: Any, max_batches: int = 16):
-    """‖X_j‖₂ of each layer's input features over calibration data (Wanda)."""
-    mods = dict(model.named_modules())
-    sq: dict[str, torch.Tensor] = {}
-    handles = []
-    for name in names:
-        path = name.rsplit(".", 1)[0]
-        mod = mods[path]
-        cdim = -1 if isinstance(mod, nn.Linear) else 1
-
-        def hook(m, args, out, path=path, cdim=cdim):
-            x = args[0].detach().float()
-            d = cdim % x.dim()
-            v = x.square().sum([i for i in range(x.dim()) if i != d])
-            sq[path] = sq[path] + v if path in sq else v
-
-        handles.append(mod.register_forward_hook(hook))
-    try:
-        with torch.no_grad(), eval_mode(model):
-            for x, _ in iter_batches(data, max_batches):
-                forward(model, x)
-    finally:
-        for h in handles:
-            h.remove()
-    return {k: v.sqrt() for k, v in sq.items()}
-
-
 def weight_scores(model, weights: dict[str, nn.Parameter], importance: str, data) -> dict:
     """|W| (magnitude) or |W|·‖X‖ (Wanda, ``importance="activation"``) per weight entry."""
     scores = {n: w.detach().abs().float() for n, w in weights.items()}
     if importance == "activation":
-        norms = input_norms(model, list(weights), data)
+        paths = [n.rsplit(".", 1)[0] for n in weights]
+        norms = channel_norms(model, paths, data)
         for n in scores:
-            v = norms.get(n.rsplit(".", 1)[0])
+            v = norms.get(n.rsplit(".", 1)[0] + ":in")
             if v is not None and v.numel() == scores[n].shape[1]:
                 shape = [1, -1] + [1] * (scores[n].dim() - 2)
                 scores[n] = scores[n] * v.view(shape)
