@@ -120,14 +120,15 @@ def main() -> None:
             "" if t is None else (" | TP pass" if t["ok"] else f" | TP FAIL {t.get('error')}")
         )
         print(f"{name:24s} {status}{tp_status}", flush=True)
-    write_section("zoo", table(rows, with_tp, time.perf_counter() - t_all))
+        # written after every model, so that an interrupted run still leaves its rows
+        write_section("zoo", table(rows, with_tp, time.perf_counter() - t_all, len(names)))
 
 
 def _ratio(pair) -> str:
     return f"{pair[1] / pair[0]:.2f}"
 
 
-def table(rows, with_tp: bool, seconds: float) -> str:
+def table(rows, with_tp: bool, seconds: float, total: int) -> str:
     passed = sum(r["ok"] for _, r, _ in rows)
     tp_passed = sum(t["ok"] for _, _, t in rows if t is not None)
     head = [
@@ -140,7 +141,8 @@ def table(rows, with_tp: bool, seconds: float) -> str:
             if with_tp
             else ""
         )
-        + f". Total {seconds:.0f} s.",
+        + f". Total {seconds:.0f} s."
+        + ("" if len(rows) == total else f" (Interrupted: {len(rows)} of {total} models.)"),
         "",
         "| model | netsculpt | params before → after | MACs before → after (ratio) | prune s |"
         + (" Torch-Pruning | TP MACs ratio |" if with_tp else ""),
