@@ -16,6 +16,7 @@ import argparse
 import copy
 import math
 import re
+import signal
 import sys
 import time
 import warnings
@@ -109,10 +110,17 @@ def tp_prune(model, example: dict, ratio: float) -> str:
     for m in model.modules():
         if hasattr(m, "q_proj") and hasattr(m, "num_key_value_groups"):
             m.num_key_value_groups = m.q_proj.out_features // m.k_proj.out_features
-    model.config.num_attention_heads = model.model.layers[0].self_attn.q_proj.out_features // (
-        model.config.hidden_size // 6
-    )
+    attn = model.model.layers[0].self_attn
+    model.config.num_attention_heads = attn.q_proj.out_features // attn.head_dim
+    model.config.num_key_value_heads = attn.k_proj.out_features // attn.head_dim
     return "ok"
+
+
+TP_LIMIT_S = 180  # Torch-Pruning's dependency search can run for many minutes on LLaMA
+
+
+def _too_slow(*_):
+    raise TimeoutError(f"MetaPruner did not finish within {TP_LIMIT_S} s on this model")
 
 
 def log(msg: str) -> None:
@@ -169,13 +177,17 @@ def run(kind: str, steps: int, heal: int, lines: list[str]) -> None:
                  f"{p0:.2f} | {ppl(m, test):.2f} |")  # fmt: skip
     if kind == "llama":
         m = copy.deepcopy(model)
+        signal.signal(signal.SIGALRM, _too_slow)
+        signal.alarm(TP_LIMIT_S)
         try:
             tp_prune(m, x, 0.3)
+            signal.alarm(0)
             p0 = ppl(m, test)
             train(m, heal_data, 1e-3)
             lines.append(f"| Torch-Pruning 1.6.1 LLM recipe, 30% heads + MLP | "
                          f"{params(m) / 1e6:.2f} M | – | {p0:.2f} | {ppl(m, test):.2f} |")  # fmt: skip
         except Exception as e:  # report, do not hide
+            signal.alarm(0)
             msg = str(e).splitlines()[0][:120] if str(e) else type(e).__name__
             lines.append(f"| Torch-Pruning 1.6.1 LLM recipe | – | – | failed: {msg} | – |")
     m = copy.deepcopy(model)
