@@ -50,6 +50,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="digits: the two small models (default); minilm: the shipped MiniLM",
     )
     parser.add_argument("--epochs", type=int, default=15, help="training epochs before surgery")
+    parser.add_argument(
+        "--steps", type=int, default=150, help="distillation steps of the MiniLM demo (default 150)"
+    )
     parser.add_argument("-o", "--output", help="folder to save the models and reports")
     parser.add_argument("--seed", type=int, default=0)
 
@@ -58,7 +61,12 @@ def run(args: argparse.Namespace) -> int:
     if args.model == "minilm":
         from netsculpt.hf.demo import run_minilm_demo
 
-        print(run_minilm_demo(output=args.output))
+        report = run_minilm_demo(steps=args.steps, progress=True)
+        print(report)
+        for note in report.notes:
+            print(note)
+        if args.output:
+            report.to_json(f"{args.output}/minilm-report.json")
         return 0
     rows = [demo_one(name, args.epochs, args.seed, args.output) for name in RECIPES]
     _print_table(rows)
