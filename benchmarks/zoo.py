@@ -139,7 +139,7 @@ def table(rows, with_tp: bool, seconds: float, total: int) -> str:
         + (
             f"; Torch-Pruning 1.6.1 on the same models: **{tp_passed}/{len(rows)} pass**"
             if with_tp
-            else ""
+            else " (Torch-Pruning column not run: --no-torch-pruning)"
         )
         + f". Total {seconds:.0f} s."
         + ("" if len(rows) == total else f" (Interrupted: {len(rows)} of {total} models.)"),
