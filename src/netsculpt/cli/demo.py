@@ -95,6 +95,7 @@ def demo_one(name: str, epochs: int, seed: int, output: str | None) -> dict:
         example_inputs=x,
         output=f"{output}/{name}" if output else None,
     )
+    ns.make_permanent(model)  # training is over: drop the pruning masks (and their hooks)
     after = _measure(ns, model, x, test)
     print(report)
     del original
