@@ -155,6 +155,23 @@ def op_name(node: torch.fx.Node) -> str:
 _INPLACE_OK = set(ELEMENTWISE) | {"index_put", "unsqueeze", "squeeze", "transpose", "t"}
 
 
+def _each_output(t, node, shaped):
+    """Apply ``shaped`` to the node's value, or to each value of a tuple output."""
+    val = t.val(node)
+    if isinstance(val, (tuple, list)):
+        return [shaped(v) for v in val]
+    return shaped(val)
+
+
+def _first_output(t, node, out):
+    """``out`` for the (first) output; the extra outputs of ops like native_layer_norm are
+    statistics nothing is coupled through."""
+    val = t.val(node)
+    if isinstance(val, (tuple, list)):
+        return [out] + [t.opaque_value(v) for v in val[1:]]
+    return out
+
+
 # -- elementwise -----------------------------------------------------------------------------
 @rule(*ELEMENTWISE)
 def elementwise(t, node):
@@ -273,9 +290,7 @@ def batch_norm(t, node):
             t.role(p, 0, "norm")
             t.unify(t.L(p)[0], lx[1], node)
     out = list(lx)
-    if isinstance(t.val(node), (tuple, list)):
-        return [out] + [t.opaque_value(v) for v in t.val(node)[1:]]
-    return out
+    return _first_output(t, node, out)
 
 
 @rule("layer_norm", "native_layer_norm", "rms_norm", "_fused_rms_norm")
@@ -291,9 +306,7 @@ def layer_norm(t, node):
             for i in range(k):
                 t.unify(lp[i], lx[len(lx) - k + i], node)
     out = list(lx)
-    if isinstance(t.val(node), (tuple, list)):
-        return [out] + [t.opaque_value(v) for v in t.val(node)[1:]]
-    return out
+    return _first_output(t, node, out)
 
 
 @rule("group_norm", "native_group_norm")
@@ -312,9 +325,7 @@ def group_norm(t, node):
             t.role(p, 0, "norm")
             t.unify(t.L(p)[0], lx[1], node)
     out = list(lx)
-    if isinstance(t.val(node), (tuple, list)):
-        return [out] + [t.opaque_value(v) for v in t.val(node)[1:]]
-    return out
+    return _first_output(t, node, out)
 
 
 @rule("embedding")
@@ -488,10 +499,7 @@ def reduction(t, node):
             return [lx[d] if d not in dims else t.fresh(1, "reduced") for d in range(len(sx))]
         return t.opaque_value(val)
 
-    val = t.val(node)
-    if isinstance(val, (tuple, list)):
-        return [shaped(v) for v in val]
-    return shaped(val)
+    return _each_output(t, node, shaped)
 
 
 @rule(
@@ -532,10 +540,7 @@ def pool(t, node):
         shp = tuple(val.shape)
         return list(lx[: nd - k]) + [t.fresh(s, "spatial") for s in shp[nd - k :]]
 
-    val = t.val(node)
-    if isinstance(val, (tuple, list)):
-        return [shaped(v) for v in val]
-    return shaped(val)
+    return _each_output(t, node, shaped)
 
 
 # -- shape ops ---------------------------------------------------------------------------------
