@@ -11,7 +11,6 @@ from torch import nn
 
 from netsculpt.errors import InputError
 from netsculpt.graph import build_graph
-from netsculpt.graph.capture import capture
 from netsculpt.importance import ESTIMATORS, score_groups
 from netsculpt.ops import prune_plan as P
 from netsculpt.ops import prune_unstructured as U
@@ -278,12 +277,10 @@ def _budget_notes(ctx, cfg, before: Snapshot, after: Snapshot) -> None:
 def _unstructured(ctx: _Context, cfg: UnstructuredConfig) -> Report:
     t0 = time.perf_counter()
     model = ctx.model
-    cap = capture(model, ctx.example_inputs)  # fails early, before any weight changes
-    from netsculpt.measure import macs_from_program
-
-    before = Snapshot(
-        params=sum(p.numel() for p in model.parameters()), macs=macs_from_program(cap.program)
-    )
+    # one capture, before any weight changes (so a model that cannot be captured fails early);
+    # zeroing weights does not change the structure, so it also serves dead-neuron removal
+    graph = build_graph(model, ctx.example_inputs, ignore=list(cfg.ignore))
+    before = _snapshot(model, graph)
     layers_before = layer_sizes(model)
     weights = U.prunable_weights(model, list(cfg.ignore))
     if not weights:
@@ -300,15 +297,12 @@ def _unstructured(ctx: _Context, cfg: UnstructuredConfig) -> Report:
     zeroed = U.apply_masks_now(model, weights, masks)
     total = sum(w.numel() for w in weights.values())
     zeros = sum(int((w == 0).sum()) for w in weights.values())
-    removed = 0
+    plan: dict = {}
     if cfg.remove_dead:
-        graph = build_graph(model, ctx.example_inputs, ignore=list(cfg.ignore))
-        removed, notes = U.remove_dead(model, graph, ctx.example_inputs)
+        plan, notes = U.remove_dead(model, graph, ctx.example_inputs)
         ctx.notes.extend(notes)
-    cap = capture(model, ctx.example_inputs)
-    after = Snapshot(
-        params=sum(p.numel() for p in model.parameters()), macs=macs_from_program(cap.program)
-    )
+    removed = int(sum(len(c) for c in plan.values()))
+    after = _snapshot(model, graph, plan)
     nonzero = sum(int((p != 0).sum()) for p in model.parameters())
     details = {
         "weights_zeroed": zeroed,

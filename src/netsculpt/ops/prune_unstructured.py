@@ -248,8 +248,9 @@ def _perturb(x):
     return x
 
 
-def remove_dead(model, graph: StructureGraph, example_inputs) -> tuple[int, list[str]]:
-    """Physically remove dead neurons / channels; returns how many and notes."""
+def remove_dead(model, graph: StructureGraph, example_inputs) -> tuple[dict, list[str]]:
+    """Physically remove dead neurons / channels; returns the removal plan
+    ({group id: channels}, empty when nothing went) and notes."""
     unread, constant = dead_channels(model, graph)
     notes = []
     biases = {
@@ -269,7 +270,7 @@ def remove_dead(model, graph: StructureGraph, example_inputs) -> tuple[int, list
     for gid in set(unread) | set(folded):
         plan[gid] = np.union1d(unread.get(gid, []), folded.get(gid, [])).astype(np.int64)
     if not plan:
-        return 0, notes
+        return {}, notes
     try:
         remove_channels(
             model,
@@ -283,5 +284,5 @@ def remove_dead(model, graph: StructureGraph, example_inputs) -> tuple[int, list
             with torch.no_grad():
                 mod.bias.copy_(bias)
         notes.append(f"dead channels kept: removing them changed the outputs ({e})")
-        return 0, notes
-    return int(sum(len(c) for c in plan.values())), notes
+        return {}, notes
+    return plan, notes
