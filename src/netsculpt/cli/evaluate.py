@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from netsculpt.cli._common import add_model_argument
+
 NAME = "evaluate"
 HELP = (
     "Evaluate a model on a built-in data set: accuracy, loss, perplexity or embedding fidelity, "
@@ -14,7 +16,7 @@ ORDER = 70
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("model", help="built-in name, torchvision name, netsculpt folder or .pt2")
+    add_model_argument(parser)
     parser.add_argument("--data", required=True, help="built-in data set (digits, mnist1d, ...)")
     parser.add_argument(
         "--metric",

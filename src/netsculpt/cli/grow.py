@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from netsculpt.errors import InputError
+from netsculpt.cli._common import add_model_argument, check_output, write_report
 
 NAME = "grow"
 HELP = "Insert layers or widen them where the effect is large, function-preserving (增加层)."
@@ -12,7 +12,7 @@ ORDER = 45
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("model", help="built-in name, torchvision name, netsculpt folder or .pt2")
+    add_model_argument(parser)
     parser.add_argument("--data", help="built-in calibration data set (digits, mnist1d, ...)")
     parser.add_argument("-o", "--output", required=True, help="folder to save the grown model")
     parser.add_argument("--kind", default="deeper", choices=("deeper", "wider"))
@@ -31,8 +31,7 @@ def run(args: argparse.Namespace) -> int:
     from netsculpt.io import save
     from netsculpt.ops.grow import grow
 
-    if args.report and not args.report.endswith((".json", ".html")):
-        raise InputError(f"--report must end in .json or .html, got {args.report!r}")
+    check_output(args.report, suffixes=(".json", ".html"))
     model, example_inputs, source = resolve_model(args.model)
     data = make_loader(load_dataset(args.data, "train"), 128, True) if args.data else None
     where = args.where if args.where == "auto" else [n.strip() for n in args.where.split(",")]
@@ -51,6 +50,5 @@ def run(args: argparse.Namespace) -> int:
     )
     print(report)
     save(model, args.output, source=source)
-    if args.report:
-        (report.to_json if args.report.endswith(".json") else report.to_html)(args.report)
+    write_report(report, args.report)
     return 0

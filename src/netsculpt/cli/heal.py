@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from netsculpt.errors import InputError
+from netsculpt.cli._common import add_model_argument, check_output, write_report
 
 NAME = "heal"
 HELP = (
@@ -15,7 +15,7 @@ ORDER = 60
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("model", help="built-in name, torchvision name, netsculpt folder or .pt2")
+    add_model_argument(parser)
     parser.add_argument("--data", required=True, help="built-in data set (digits, mnist1d, ...)")
     parser.add_argument("-o", "--output", required=True, help="folder to save the healed model")
     parser.add_argument("--teacher", help="the original model (name or folder) to distil from")
@@ -40,8 +40,7 @@ def run(args: argparse.Namespace) -> int:
     from netsculpt.heal import heal
     from netsculpt.io import save
 
-    if args.report and not args.report.endswith((".json", ".html")):
-        raise InputError(f"--report must end in .json or .html, got {args.report!r}")
+    check_output(args.report, suffixes=(".json", ".html"))
     model, _, source = resolve_model(args.model)
     teacher = resolve_model(args.teacher)[0] if args.teacher else None
     train = make_loader(
@@ -66,6 +65,5 @@ def run(args: argparse.Namespace) -> int:
     )
     print(report)
     save(model, args.output, source=source)
-    if args.report:
-        (report.to_json if args.report.endswith(".json") else report.to_html)(args.report)
+    write_report(report, args.report)
     return 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from netsculpt.cli._common import add_model_argument, check_output, write_report
 from netsculpt.errors import InputError
 
 NAME = "merge"
@@ -15,7 +16,7 @@ ORDER = 30
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("model", help="built-in name, torchvision name, netsculpt folder or .pt2")
+    add_model_argument(parser)
     parser.add_argument("-o", "--output", required=True, help="folder to save the merged model")
     parser.add_argument("--neurons", action="store_true", help="merge near-duplicate neurons")
     parser.add_argument("--blocks", action="store_true", help="collapse similar adjacent blocks")
@@ -37,8 +38,7 @@ def run(args: argparse.Namespace) -> int:
     from netsculpt.io import save
     from netsculpt.ops.merge import merge
 
-    if args.report and not args.report.endswith((".json", ".html")):
-        raise InputError(f"--report must end in .json or .html, got {args.report!r}")
+    check_output(args.report, suffixes=(".json", ".html"))
     model, example_inputs, source = resolve_model(args.model)
     if example_inputs is None:
         raise InputError(
@@ -56,6 +56,5 @@ def run(args: argparse.Namespace) -> int:
     )
     print(report)
     save(model, args.output, source=source)
-    if args.report:
-        (report.to_json if args.report.endswith(".json") else report.to_html)(args.report)
+    write_report(report, args.report)
     return 0
