@@ -23,6 +23,8 @@ _EXPORTS = {
     "save_pretrained": "netsculpt.hf.io",
     "load_minilm": "netsculpt.hf.io",
     "run_minilm_demo": "netsculpt.hf.demo",
+    "prune_pretrained": "netsculpt.hf.sharded",
+    "cut_pretrained": "netsculpt.hf.sharded",
 }
 
 __all__ = sorted(_EXPORTS)
