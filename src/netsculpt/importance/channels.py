@@ -143,8 +143,8 @@ def channel_norms(
     model: nn.Module, paths, data: Any, max_batches: int = 16
 ) -> dict[str, torch.Tensor]:
     """``{"<path>:in" / "<path>:out": ‖x_c‖₂ per channel}`` of the inputs and outputs of the
-    Linear / Conv modules at ``paths``, over calibration data (channels: last dim for Linear,
-    dim 1 for conv)."""
+    Linear / HF Conv1D / Conv modules at ``paths``, over calibration data (channels: last dim
+    for Linear and Conv1D, dim 1 for conv)."""
     mods = dict(model.named_modules())
     sq: dict[str, torch.Tensor] = {}
 
@@ -157,8 +157,10 @@ def channel_norms(
     handles = []
     for path in paths:
         mod = mods.get(path)
-        if isinstance(mod, (nn.Linear, nn.modules.conv._ConvNd)):
-            cdim = -1 if isinstance(mod, nn.Linear) else 1
+        # HF's Conv1D (GPT-2) is a Linear with a transposed weight: channels last, like Linear
+        linear = isinstance(mod, nn.Linear) or type(mod).__name__ == "Conv1D"
+        if linear or isinstance(mod, nn.modules.conv._ConvNd):
+            cdim = -1 if linear else 1
 
             def hook(m, args, output, path=path, cdim=cdim):
                 add(f"{path}:in", args[0] if args else None, cdim)
