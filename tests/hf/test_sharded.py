@@ -181,7 +181,7 @@ def test_failure_while_writing_leaves_no_output(tmp_path, monkeypatch):
     def broken(*a, **kw):
         raise VerificationError("simulated")
 
-    monkeypatch.setattr(sharded, "_verify", broken)
+    monkeypatch.setattr(sharded, "_check_shards", broken)
     with pytest.raises(VerificationError, match="simulated"):
         nhf.prune_pretrained(src, tmp_path / "dst", amount=0.5)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["src"]
@@ -202,3 +202,13 @@ def test_cut_pretrained_renumbers_layers_and_equals_in_memory(tmp_path):
     index = json.loads((dst / "model.safetensors.index.json").read_text())["weight_map"]
     assert not any(k.startswith(("model.layers.2.", "model.layers.3.")) for k in index)
     _generates(got, x)
+
+
+def test_config_transformers_refuses_is_reported_before_writing(tmp_path):
+    # 4 heads -> 3: LlamaConfig wants hidden_size (64) divisible by num_attention_heads
+    src = _checkpoint(tmp_path / "src", num_key_value_heads=4)
+    _one_line_error(
+        nhf.prune_pretrained, src, tmp_path / "dst", amount=0.25, targets=("heads",),
+        match="transformers refuses the edited config .*multiple of the number of attention",
+    )  # fmt: skip
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["src"]

@@ -86,17 +86,22 @@ def _file_keys(shards: list[Path]) -> dict[str, Path]:
     return where
 
 
+def _first_line(e: BaseException) -> str:
+    """The innermost cause's message, first line (config validators wrap the useful part)."""
+    while e.__cause__ is not None:
+        e = e.__cause__
+    lines = [ln.strip() for ln in str(e).strip().splitlines() if ln.strip()]
+    return lines[0] if lines else type(e).__name__
+
+
 def _meta_model(config_dir: Path) -> tuple[nn.Module, Any]:
     """The model ``config.json`` describes, on the meta device (no memory for weights)."""
     import transformers
 
     try:
         config = transformers.AutoConfig.from_pretrained(str(config_dir))
-    except Exception as e:  # unknown model_type, bad JSON, ...
-        msg = str(e).strip().splitlines()
-        raise InputError(
-            f"{config_dir}/config.json: {msg[0] if msg else type(e).__name__}"
-        ) from None
+    except Exception as e:  # unknown model_type, bad JSON, a validator refusing the values
+        raise InputError(f"{config_dir / 'config.json'}: {_first_line(e)}") from None
     classes = [getattr(transformers, a, None) for a in config.architectures or []]
     classes = [c for c in classes if c is not None]
     classes += [transformers.AutoModelForCausalLM, transformers.AutoModel]
@@ -111,7 +116,8 @@ def _meta_model(config_dir: Path) -> tuple[nn.Module, Any]:
             return model.eval(), config
         except Exception as e:  # the Auto class does not map this config: try the next one
             last = e
-    raise InputError(f"cannot build a model from {config_dir}/config.json: {last}")
+    why = _first_line(last) if last is not None else "no model class"
+    raise InputError(f"cannot build a model from {config_dir / 'config.json'}: {why}")
 
 
 def _example(model: nn.Module) -> dict[str, Any]:
@@ -252,19 +258,16 @@ def _write_config(src: Path, dst: Path, before: dict, after: dict) -> dict[str, 
     return changed
 
 
-def _verify(tmp: Path, expected: dict[str, tuple[int, ...]], files: list[Path]) -> None:
-    """Written shapes == meta model after the edit == model built from the new config."""
-    from safetensors import safe_open
-
-    written: dict[str, tuple[int, ...]] = {}
-    for path in files:
-        with safe_open(str(path), framework="pt") as f:
-            for key in _keys(f):
-                written[key] = tuple(f.get_slice(key).get_shape())
-    rebuilt = _shapes(_meta_model(tmp)[0])
-    for key, shape in written.items():
-        if key in expected and shape != expected[key]:
-            raise VerificationError(f"{key}: written {shape}, the edited model has {expected[key]}")
+def _check_config(tmp: Path, expected: dict[str, tuple[int, ...]]) -> None:
+    """The new config.json loads and builds exactly the edited meta model's shapes (checked
+    before any shard is written)."""
+    try:
+        rebuilt = _shapes(_meta_model(tmp)[0])
+    except InputError as e:
+        msg = str(e).split(": ", 1)[-1]
+        raise InputError(
+            f"transformers refuses the edited config ({msg}); choose another amount or round_to"
+        ) from None
     wrong = [k for k, s in rebuilt.items() if expected.get(k, s) != s]
     extra = sorted(set(rebuilt) ^ set(expected))
     if wrong or extra:
@@ -273,6 +276,40 @@ def _verify(tmp: Path, expected: dict[str, tuple[int, ...]], files: list[Path]) 
             f"the new config.json builds a different model: {k} is {rebuilt.get(k)}, "
             f"the edited model has {expected.get(k)}"
         )
+
+
+def _check_shards(expected: dict[str, tuple[int, ...]], files: list[Path]) -> None:
+    """Every written tensor has the edited meta model's shape (read from the headers)."""
+    from safetensors import safe_open
+
+    for path in files:
+        with safe_open(str(path), framework="pt") as f:
+            for key in _keys(f):
+                shape = tuple(f.get_slice(key).get_shape())
+                if key in expected and shape != expected[key]:
+                    raise VerificationError(
+                        f"{key}: written {shape}, the edited model has {expected[key]}"
+                    )
+
+
+def _write(
+    src: Path,
+    tmp: Path,
+    shards: list[Path],
+    limit: int | None,
+    edit: Callable[[str, torch.Tensor], tuple[str, torch.Tensor] | None],
+    config: tuple[dict, dict],
+    expected: dict[str, tuple[int, ...]],
+) -> dict[str, Any]:
+    """config.json (checked), then the shards (checked), then the side files, into ``tmp``."""
+    changed = _write_config(src, tmp, *config)
+    _check_config(tmp, expected)
+    writer = _ShardWriter(tmp, limit)
+    _stream(shards, writer, edit)
+    out_files = writer.finish()
+    _check_shards(expected, out_files)
+    copied = _copy_side_files(src, tmp)
+    return {"shards": len(out_files), "bytes": writer.total, "config": changed, "copied": copied}
 
 
 def _check_dst(src: Path, dst: Path) -> None:
@@ -416,6 +453,8 @@ def prune_pretrained(
     for (name, dim), pos in tensor_positions(graph, plan).items():
         key = _file_key(name, aliases, files)
         if key is None:
+            if name not in expected:  # a non-persistent buffer: never saved, rebuilt on load
+                continue
             raise InputError(f"the checkpoint does not hold {name} (the config's model has it)")
         prev = removed[key].get(dim)
         removed[key][dim] = pos if prev is None else np.union1d(prev, pos)
@@ -431,21 +470,10 @@ def prune_pretrained(
             )
         return key, t
 
-    def body(tmp: Path) -> dict[str, Any]:
-        writer = _ShardWriter(tmp, limit)
-        _stream(shards, writer, edit)
-        out_files = writer.finish()
-        changed = _write_config(src, tmp, config_before, model.config.to_dict())
-        copied = _copy_side_files(src, tmp)
-        _verify(tmp, expected, out_files)
-        return {
-            "shards": len(out_files),
-            "bytes": writer.total,
-            "config": changed,
-            "copied": copied,
-        }
-
-    written = _run_into(dst, src, body)
+    config = (config_before, model.config.to_dict())
+    written = _run_into(
+        dst, src, lambda tmp: _write(src, tmp, shards, limit, edit, config, expected)
+    )
     after = Snapshot(params=graph.predict_params(model), macs=graph.predict_macs(plan))
     details = {
         "removed": {
@@ -516,21 +544,10 @@ def cut_pretrained(
             return None
         return f"{path}.{new_index[i]}.{key[m.end() :]}", t
 
-    def body(tmp: Path) -> dict[str, Any]:
-        writer = _ShardWriter(tmp, limit)
-        _stream(shards, writer, edit)
-        out_files = writer.finish()
-        changed = _write_config(src, tmp, config_before, model.config.to_dict())
-        copied = _copy_side_files(src, tmp)
-        _verify(tmp, expected, out_files)
-        return {
-            "shards": len(out_files),
-            "bytes": writer.total,
-            "config": changed,
-            "copied": copied,
-        }
-
-    written = _run_into(dst, src, body)
+    config = (config_before, model.config.to_dict())
+    written = _run_into(
+        dst, src, lambda tmp: _write(src, tmp, shards, limit, edit, config, expected)
+    )
     return Report(
         op="cut",
         config={"mode": "hf-sharded", "layers": dropped},
