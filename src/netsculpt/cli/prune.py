@@ -1,4 +1,7 @@
-"""``netsculpt prune MODEL --amount 0.5 --importance l2 -o OUT``."""
+"""``netsculpt prune MODEL --amount 0.5 --importance l2 -o OUT``.
+
+``netsculpt prune HF_DIR --sharded --amount 0.3 -o OUT`` prunes a Hugging Face checkpoint
+folder shard by shard without loading it (:func:`netsculpt.hf.prune_pretrained`)."""
 
 from __future__ import annotations
 
@@ -26,6 +29,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     s.add_argument("--target-params", type=float, help="params budget (fraction ≤ 1, or a count)")
     s.add_argument("--global", dest="global_", action="store_true", help="rank across groups")
     s.add_argument("--round-to", type=int, help="keep channel counts multiples of N")
+    h = parser.add_argument_group("Hugging Face checkpoint folder, shard by shard")
+    h.add_argument(
+        "--sharded",
+        action="store_true",
+        help="MODEL is an HF safetensors folder: prune it shard by shard into -o (l1/l2 only)",
+    )
+    h.add_argument(
+        "--targets", nargs="+", default=["heads", "mlp"], help="parts: heads, mlp, hidden"
+    )
+    h.add_argument("--max-shard-size", help="re-pack the output shards, e.g. 5GB")
     u = parser.add_argument_group("unstructured")
     u.add_argument("--threshold", type=float, help="zero weights with |w| below this")
     u.add_argument("--sparsity", type=float, help="fraction of weights to zero")
@@ -40,6 +53,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import netsculpt as ns
 
+    if args.sharded:
+        return _run_sharded(args)
     check_output(args.output)
     if args.report:
         check_output(args.report, suffixes=(".json", ".html"))
@@ -66,5 +81,42 @@ def run(args: argparse.Namespace) -> int:
     if args.output:
         ns.save(model, args.output, source=source)
         print(f"saved to {args.output}")
+    write_report(report, args.report)
+    return 0
+
+
+def _run_sharded(args: argparse.Namespace) -> int:
+    from netsculpt.errors import InputError
+    from netsculpt.hf.sharded import prune_pretrained
+
+    other = {
+        "--target-macs": args.target_macs,
+        "--target-params": args.target_params,
+        "--threshold": args.threshold,
+        "--sparsity": args.sparsity,
+        "--pattern": args.pattern,
+        "--data": args.data,
+        "--ignore": args.ignore or None,
+        "--keep-dead": args.keep_dead or None,
+    }
+    used = [name for name, v in other.items() if v is not None]
+    if used:
+        raise InputError(f"--sharded prunes by --amount only; not with {', '.join(used)}")
+    if not args.output:
+        raise InputError("--sharded needs an output folder: -o OUT")
+    if args.report:
+        check_output(args.report, suffixes=(".json", ".html"))
+    report = prune_pretrained(
+        args.model,
+        args.output,
+        amount=0.3 if args.amount is None else args.amount,
+        targets=tuple(args.targets),
+        importance=args.importance or "l2",
+        global_=args.global_,
+        round_to=args.round_to,
+        max_shard_size=args.max_shard_size,
+    )
+    print(report)
+    print(f"saved to {args.output}")
     write_report(report, args.report)
     return 0
