@@ -212,3 +212,22 @@ def test_config_transformers_refuses_is_reported_before_writing(tmp_path):
         match="transformers refuses the edited config .*multiple of the number of attention",
     )  # fmt: skip
     assert sorted(p.name for p in tmp_path.iterdir()) == ["src"]
+
+
+def test_bf16_checkpoint_stays_bf16(tmp_path):
+    from safetensors import safe_open
+
+    cfg = _config("llama")
+    torch.manual_seed(0)
+    model = transformers.AutoModelForCausalLM.from_config(cfg, dtype=torch.bfloat16)
+    model.save_pretrained(tmp_path / "src", max_shard_size="30KB")
+    nhf.prune_pretrained(tmp_path / "src", tmp_path / "dst", amount=0.5)
+    for path in (tmp_path / "dst").glob("*.safetensors"):
+        with safe_open(str(path), framework="pt") as f:
+            assert {f.get_tensor(k).dtype for k in f.keys()} == {torch.bfloat16}  # noqa: SIM118
+    x = _inputs()
+    ref = _load(tmp_path / "src")
+    nhf.prune(ref, x, amount=0.5, targets=("heads", "mlp"), uniform=True)
+    got = _load(tmp_path / "dst")
+    assert got.dtype == torch.bfloat16
+    assert torch.equal(_logits(got, x), _logits(ref, x))
