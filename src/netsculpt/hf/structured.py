@@ -15,7 +15,6 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import numpy as np
 from torch import nn
 
 from netsculpt.errors import InputError
@@ -40,25 +39,40 @@ def part_of(graph: StructureGraph, group: Group, model: nn.Module) -> str:
 def _embedding_names(model: nn.Module) -> set[str]:
     """Every name of the input embedding's weight (tied to the LM head under another name)."""
     get = getattr(model, "get_input_embeddings", None)
-    emb = get() if callable(get) else None
-    w = getattr(emb, "weight", None)
-    if w is None:
+    try:
+        emb = get() if callable(get) else None
+    except NotImplementedError:
+        emb = None
+    if not isinstance(emb, nn.Module):
         return set()
-    return {n for n, p in model.named_parameters(remove_duplicate=False) if p is w}
+    # a token table (its weight), or a patch embedding (its projection's parameters)
+    own = {id(p) for p in emb.parameters()}
+    return {n for n, p in model.named_parameters(remove_duplicate=False) if id(p) in own}
 
 
 def _equalize(plan: dict, groups: list[Group], parts: dict[int, str], scores: dict) -> dict:
     """Same number removed from every group of a part (and size): the mean of the plan's counts."""
-    out = {}
-    by_part: dict[tuple[str, int], list[Group]] = {}
-    for g in groups:
-        by_part.setdefault((parts[g.id], g.size), []).append(g)
-    for gs in by_part.values():
-        n = int(round(np.mean([len(plan.get(g.id, ())) for g in gs])))
-        for g in gs:
-            if n > 0:
-                out[g.id] = np.sort(np.argsort(scores[g.id], kind="stable")[:n]).astype(np.int64)
-    return out
+    return P.equalize(plan, groups, scores, lambda g: parts[g.id])
+
+
+def _protected_parts(graph: StructureGraph, model: nn.Module, targets, groups) -> list[str]:
+    """A note for each requested part with no prunable group, with the graph's reason (a base
+    model such as ``BertModel`` returns the hidden states: its hidden size is the output)."""
+    found = {part_of(graph, g, model) for g in groups}
+    emb = _embedding_names(model)
+    notes = []
+    for t in targets:
+        if t in found:
+            continue
+        why = ""
+        if t == "hidden":
+            held = [g for g in graph.groups if emb & {m.tensor for m in g.members}] or [
+                g for g in graph.groups if (g.reason or "").startswith("model output")
+            ]  # the residual stream: the widest coupling that reaches the embedding or output
+            stream = max(held, key=lambda g: len(g.members), default=None)
+            why = (stream.reason or "") if stream is not None else ""
+        notes.append(f"{t}: nothing prunable" + (f" ({why})" if why else ""))
+    return notes
 
 
 def prune(
@@ -120,6 +134,7 @@ def prune(
     }
     notes = [f"save with ns.save: {w}" for w in why]
     notes += [f"kept {graph.groups[g].describe()}: {w}" for g, w in skipped.items()]
+    notes += _protected_parts(graph, model, targets, groups)
     return Report(
         op="prune",
         config={"mode": "hf", "amount": amount, "targets": list(targets), "uniform": uniform,

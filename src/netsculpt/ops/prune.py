@@ -49,6 +49,7 @@ class StructuredConfig:
     target_params: float | None = None
     round_to: int | None = None
     max_fraction: float = 0.9
+    uniform: bool = False
     ignore: tuple = ()
     seed: int = 0
 
@@ -75,6 +76,7 @@ def prune(
     target_macs: float | None = None,
     target_params: float | None = None,
     round_to: int | None = None,
+    uniform: bool = False,
     ignore: list | tuple = (),
     data: Any = None,
     remove_dead: bool = True,
@@ -86,6 +88,12 @@ def prune(
     remove channels, neurons and heads through the structure graph. Unstructured (``threshold``,
     ``pattern``, or ``sparsity`` without ``structured=True``): zero weights, keep masks so that
     fine-tuning cannot revive them, then physically remove neurons left without weights.
+
+    ``uniform=True`` (structured): every group of the same part and size — each layer's heads,
+    each layer's MLP channels, each residual stream — loses the same number of channels (the
+    mean of what the plan, global or budgeted, took from them). For a Hugging Face model this
+    keeps per-layer widths equal, so the config describes the model and ``save_pretrained`` /
+    ``from_pretrained`` round-trips.
 
     >>> import torch, netsculpt as ns
     >>> m = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 2))
@@ -107,11 +115,14 @@ def prune(
             target_macs=target_macs,
             target_params=target_params,
             round_to=round_to,
+            uniform=uniform,
             ignore=tuple(ignore),
             seed=seed,
         )
         _check_structured(cfg)
         return _structured(_Context(model, example_inputs, data), cfg)
+    if uniform:
+        raise InputError("uniform=True applies to structured pruning (amount= or target_*=)")
     if threshold is None and sparsity is None and pattern is None:
         raise InputError("nothing to prune: pass amount=, sparsity=, threshold= or pattern=")
     cfg = UnstructuredConfig(
@@ -182,6 +193,7 @@ def _structured(ctx: _Context, cfg: StructuredConfig) -> Report:
     unscored = [g for g in groups if g.id not in scores]
     if unscored:
         ctx.notes.append(f"{len(unscored)} groups have no '{cfg.importance}' score and stay whole")
+    key = _uniform_key(model, graph) if cfg.uniform else None
     skipped: dict[int, str] = {}
     for attempt in range(3):  # re-plan without groups that turned out to break the model
         usable = [g for g in groups if g.id in scores and g.id not in skipped]
@@ -196,6 +208,7 @@ def _structured(ctx: _Context, cfg: StructuredConfig) -> Report:
                 global_=cfg.global_,
                 round_to=cfg.round_to,
                 max_fraction=cfg.max_fraction,
+                uniform_key=key,
             )
         else:
             frac = cfg.amount
@@ -206,6 +219,7 @@ def _structured(ctx: _Context, cfg: StructuredConfig) -> Report:
                 global_=cfg.global_,
                 round_to=cfg.round_to,
                 max_fraction=cfg.max_fraction,
+                uniform_key=key,
             )
         edit, bad = remove_channels_safely(model, graph, plan, ctx.example_inputs)
         skipped.update(bad)
@@ -226,6 +240,14 @@ def _structured(ctx: _Context, cfg: StructuredConfig) -> Report:
         "seconds": round(time.perf_counter() - t0, 3),
     }
     return _report(ctx, "structured", cfg, before, after, details, layers_before)
+
+
+def _uniform_key(model: nn.Module, graph):
+    """Which groups must lose equal counts: same kind and part (heads / MLP / the residual
+    stream that reaches an input embedding); ``equalize`` also splits them by size."""
+    from netsculpt.hf.structured import part_of
+
+    return lambda g: (g.kind, part_of(graph, g, model))
 
 
 def _report(ctx: _Context, mode: str, cfg, before, after, details, layers_before) -> Report:

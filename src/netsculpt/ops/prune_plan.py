@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Hashable
 
 import numpy as np
 
@@ -89,6 +90,33 @@ def global_plan(
     return plan
 
 
+def equalize(
+    plan: Plan,
+    groups: list[Group],
+    scores: dict[int, np.ndarray],
+    key: Callable[[Group], Hashable],
+    round_to: int | None = None,
+) -> Plan:
+    """The same number of channels removed from every group that shares ``key`` (for instance
+    every layer's heads, every layer's MLP): the mean of the plan's counts over those groups,
+    rounded, each group losing its own lowest-scoring channels. Keeps ``round_to`` multiples."""
+    buckets: dict[Hashable, list[Group]] = {}
+    for g in groups:
+        if g.id in scores:
+            buckets.setdefault((key(g), g.size), []).append(g)
+    out: Plan = {}
+    for gs in buckets.values():
+        n = int(round(float(np.mean([len(plan.get(g.id, ())) for g in gs]))))
+        size = gs[0].size
+        if n > 0 and round_to and gs[0].kind == "channel" and size > round_to:
+            keep = max(round_to, int(math.ceil((size - n) / round_to)) * round_to)
+            n = size - min(size, keep)
+        for g in gs:
+            if n > 0:
+                out[g.id] = _lowest(scores[g.id], n)
+    return out
+
+
 def plan_for(
     groups: list[Group],
     scores: dict[int, np.ndarray],
@@ -97,10 +125,17 @@ def plan_for(
     global_: bool,
     round_to: int | None,
     max_fraction: float,
+    uniform_key: Callable[[Group], Hashable] | None = None,
 ) -> Plan:
+    """``global_``: rank channels across groups; else remove ``fraction`` of each group. With
+    ``uniform_key``, counts are then made equal across groups sharing a key (:func:`equalize`)."""
     if global_:
-        return global_plan(groups, scores, fraction, round_to, max_fraction)
-    return uniform_plan(groups, scores, min(fraction, max_fraction), round_to)
+        plan = global_plan(groups, scores, fraction, round_to, max_fraction)
+    else:
+        plan = uniform_plan(groups, scores, min(fraction, max_fraction), round_to)
+    if uniform_key is not None:
+        plan = equalize(plan, groups, scores, uniform_key, round_to)
+    return plan
 
 
 def budget_plan(
@@ -114,6 +149,7 @@ def budget_plan(
     global_: bool,
     round_to: int | None,
     max_fraction: float,
+    uniform_key: Callable[[Group], Hashable] | None = None,
 ) -> tuple[Plan, float]:
     """The smallest fraction whose plan meets the MACs / params budget (bisection on the graph's
     own size prediction, no forward passes). Targets are fractions of the original (≤ 1) or
@@ -138,7 +174,13 @@ def budget_plan(
 
     def make(f: float) -> Plan:
         return plan_for(
-            groups, scores, f, global_=global_, round_to=round_to, max_fraction=max_fraction
+            groups,
+            scores,
+            f,
+            global_=global_,
+            round_to=round_to,
+            max_fraction=max_fraction,
+            uniform_key=uniform_key,
         )
 
     lo, hi = 0.0, max_fraction
