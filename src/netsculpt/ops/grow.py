@@ -176,6 +176,12 @@ def apply_grow(
         all_scores = scorer.score(config.criterion)
         scores = {b.name: all_scores[b.name] for b in eligible}
         order = sorted(((s, n) for n, s in scores.items() if not math.isnan(s)), reverse=True)
+        if not order:
+            why = "; ".join(f"{b.name}: {b.reason or 'no ablation defined'}" for b in eligible)
+            raise InputError(
+                f"grow: criterion {config.criterion!r} is undefined for every block that can "
+                f"grow {config.kind} ({why}); use criterion='gradmax' or name blocks with where="
+            )
         if config.threshold is not None:
             order = [(s, n) for s, n in order if s > config.threshold]
         chosen = [n for _, n in order[: config.count if config.threshold is None else None]]

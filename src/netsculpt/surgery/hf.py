@@ -80,6 +80,18 @@ def _set(snap, mod: nn.Module, **values: Any) -> None:
         mod.__dict__["_netsculpt_attrs"] = tuple(names)
 
 
+def _kept_as_built(attn: nn.Module) -> dict[str, Any]:
+    """Per-head width and score scale as the module holds them. Surgery never changes them
+    (head_dim is protected), but a config may no longer derive them (GPT-2 / BERT compute
+    ``hidden // heads``): recording them makes ``ns.load`` restore them instead."""
+    out: dict[str, Any] = {}
+    for name in ("head_dim", "attention_head_size", "scaling"):
+        v = getattr(attn, name, None)
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
+            out[name] = v
+    return out
+
+
 def _fix_attention(attn: nn.Module, snap) -> None:
     hd = head_dim_of(attn)
     if hd is None:
@@ -87,12 +99,13 @@ def _fix_attention(attn: nn.Module, snap) -> None:
     c_attn = getattr(attn, "c_attn", None)
     if c_attn is not None and _is_conv1d(c_attn) and not getattr(attn, "is_cross_attention", 0):
         split = out_width(c_attn) // 3  # GPT-2: fused q, k, v of equal width
-        _set(snap, attn, split_size=split, num_heads=split // hd, embed_dim=in_width(c_attn))
+        _set(snap, attn, split_size=split, num_heads=split // hd, embed_dim=in_width(c_attn),
+             **_kept_as_built(attn))  # fmt: skip
         return
     q, k = child(attn, Q_NAMES), child(attn, K_NAMES)
     if q is None:
         return
-    heads, values = out_width(q) // hd, {}
+    heads, values = out_width(q) // hd, _kept_as_built(attn)
     for name in ("num_heads", "num_attention_heads", "n_heads"):
         if isinstance(getattr(attn, name, None), int):
             values[name] = heads

@@ -18,6 +18,7 @@ from netsculpt.errors import InputError, VerificationError
 from netsculpt.graph.capture import run_model
 from netsculpt.graph.channels import StructureGraph
 from netsculpt.surgery.attrs import Snapshot
+from netsculpt.surgery.hf import fix_hf_modules
 from netsculpt.surgery.slicing import Edit, _one_line, _owners, _set_tensor, outputs_close, verify
 
 
@@ -61,6 +62,7 @@ def widen(
                 _widen_member(model, owners, member, src, noise, gen, snap)
                 touched.add(member.module)
         _fix_widths(model, touched, snap)
+        fix_hf_modules(model, snap)  # HF width attributes (GPT-2 Conv1D.nf, …) and config
         if example_inputs is not None:
             verify(model, example_inputs, before, outputs_close if check_equal else None)
     except Exception as e:
