@@ -59,6 +59,19 @@ def make(name: str, layers: int = 2):
     return model, x, data
 
 
+def with_head(name: str):
+    """``(model, example_inputs)``: the encoder family with a classification head."""
+    cls, cfg = _configs()[name]
+    head = {"bert": transformers.BertForSequenceClassification,
+            "vit": transformers.ViTForImageClassification}[name]  # fmt: skip
+    torch.manual_seed(0)
+    model = head(copy.deepcopy(cfg)).eval()
+    g = torch.Generator().manual_seed(1)
+    if name == "vit":
+        return model, torch.randn(2, 3, 32, 32, generator=g)
+    return model, {"input_ids": torch.randint(3, V, (2, 8), generator=g)}
+
+
 def main_output(model, x) -> torch.Tensor:
     with torch.no_grad():
         out = model(x) if isinstance(x, torch.Tensor) else model(**x)

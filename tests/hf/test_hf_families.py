@@ -10,7 +10,7 @@ import netsculpt.hf as nhf
 from netsculpt.hf.config import layer_widths
 from netsculpt.hf.layers import collapse_layers, cut_layers
 
-from .conftest import DECODERS, FAMILIES, main_output, make
+from .conftest import DECODERS, FAMILIES, main_output, make, with_head
 
 
 def _generates(model, x) -> None:
@@ -62,7 +62,7 @@ def test_gqa_kv_head_leaves_with_its_query_group(name):
     _generates(model, x)
 
 
-@pytest.mark.parametrize("name", ["llama", "gpt2", "bert"])
+@pytest.mark.parametrize("name", FAMILIES)
 def test_prune_non_uniform_with_hidden_reloads_with_ns_load(name, tmp_path):
     model, x, _ = make(name)
     rep = ns.prune(model, x, amount=0.3, global_=True)
@@ -79,7 +79,26 @@ def test_hidden_size_pruning_updates_config_and_lm_head(tmp_path):
     _reload_same(model, x, tmp_path, pretrained=True)
 
 
-@pytest.mark.parametrize("name", ["llama", "gpt2", "bert"])
+@pytest.mark.parametrize("name", FAMILIES)
+def test_hidden_size_pruning_every_family_reloads(name, tmp_path):
+    model, x, _ = make(name)
+    if name in ("bert", "vit"):  # base encoders: the hidden states are the model's output
+        rep = nhf.prune(model, x, amount=0.25, targets=("hidden",))
+        assert rep.details["removed"]["hidden"] == 0
+        assert rep.notes == ["hidden: nothing prunable (model output)"]
+        model, x = with_head(name)  # with a task head the hidden size is internal
+    rep = nhf.prune(model, x, amount=0.25, targets=("hidden",))
+    assert rep.details["removed"]["hidden"] == 16
+    hidden = getattr(model.config, "n_embd", None) or model.config.hidden_size
+    assert hidden == 48
+    _generates(model, x)
+    # GPT-2 and BERT derive head_dim = hidden // heads, which no longer holds (heads keep
+    # width 16): the config cannot say it, ns.save / ns.load carry head_dim and the scale instead
+    assert rep.details["hf_compatible"] == (name not in ("gpt2", "bert"))
+    _reload_same(model, x, tmp_path, pretrained=rep.details["hf_compatible"])
+
+
+@pytest.mark.parametrize("name", FAMILIES)
 def test_unstructured_nm_wanda_on_every_linear(name):
     model, x, data = make(name)
     ns.prune(model, x, pattern="2:4", importance="activation", data=data, remove_dead=False)

@@ -243,7 +243,35 @@ def hf_compatible(model: nn.Module) -> tuple[bool, list[str]]:
     edits = [e for e in getattr(model, "_netsculpt_edits", None) or [] if not _reorders(e)]
     if edits:
         why.append("modules were replaced (see ns.save's manifest)")
+    if not why:
+        why += _rebuild_mismatches(model)
     return not why, why
+
+
+def _rebuild_mismatches(model: nn.Module, limit: int = 3) -> list[str]:
+    """Build the class from the current config on the meta device (what ``from_pretrained``
+    does, without memory) and list tensors whose shapes differ from the model's."""
+    import torch
+
+    config = model.config
+    try:  # through from_dict, as from_pretrained reads it: its validators run too
+        config = type(config).from_dict(config.to_dict())
+    except Exception as e:
+        msg = " ".join(str(e).split())
+        return [f"{type(config).__name__} rejects the saved config: {msg}"]
+    try:
+        with torch.device("meta"):
+            fresh = type(model)(config)
+    except Exception as e:  # a config the class cannot build is not compatible either
+        msg = " ".join(str(e).split())
+        return [f"{type(model).__name__} cannot be built from the config: {msg}"]
+    want = {k: tuple(v.shape) for k, v in fresh.state_dict().items()}
+    out = []
+    for k, v in model.state_dict().items():
+        if k in want and want[k] != tuple(v.shape):
+            out.append(f"from_pretrained would build {k} as {want[k]}, the weights are "
+                       f"{tuple(v.shape)}")  # fmt: skip
+    return out[:limit]
 
 
 def _reorders(spec: dict) -> bool:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from torch import nn
@@ -60,5 +62,25 @@ def _build_hf(manifest: dict[str, Any]) -> nn.Module:
     if cls is None:
         config = transformers.AutoConfig.for_model(**config_dict)
         return transformers.AutoModel.from_config(config)
-    config = cls.config_class.from_dict(config_dict)
+    try:
+        config = cls.config_class.from_dict(config_dict)
+    except Exception:  # noqa: BLE001 - huggingface_hub's validation error is its own class
+        # a family validator (e.g. LLaMA's hidden_size % heads == 0) may reject widths that
+        # surgery made and an explicit head_dim builds fine; the manifest checks every shape
+        with _validators_off(cls.config_class):
+            config = cls.config_class.from_dict(config_dict)
     return cls._from_config(config)
+
+
+@contextmanager
+def _validators_off(config_cls: type) -> Iterator[None]:
+    """Suspend the class validators of a strict-dataclass config class while it is built."""
+    saved = {k: vars(k)["__class_validators__"] for k in config_cls.__mro__
+             if "__class_validators__" in vars(k)}  # fmt: skip
+    try:
+        for k in saved:
+            k.__class_validators__ = []
+        yield
+    finally:
+        for k, v in saved.items():
+            k.__class_validators__ = v
