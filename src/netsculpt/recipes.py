@@ -179,7 +179,8 @@ def _example_inputs(spec: Any, resolved: Any, data: Any) -> Any:
         return resolved
     if data is None:
         return None
-    from netsculpt.measure.evaluate import batches, split_batch
+    from netsculpt.calibration.batches import loader as batches
+    from netsculpt.calibration.batches import split_batch
 
     first = next(iter(batches(data, batch_size=1)), None)
     x = split_batch(first)[0] if first is not None else None

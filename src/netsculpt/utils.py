@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import torch
@@ -45,7 +45,7 @@ def normalize_inputs(
         raise InputError("example_inputs is None: pass a Tensor, a tuple of tensors or a dict")
     if isinstance(example_inputs, torch.Tensor):
         args, kwargs = (example_inputs,), {}
-    elif isinstance(example_inputs, dict):
+    elif isinstance(example_inputs, Mapping):  # a dict, or a tokenizer's BatchEncoding
         args, kwargs = (), dict(example_inputs)
     elif (
         isinstance(example_inputs, tuple)

@@ -24,8 +24,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from netsculpt.calibration.batches import first_tensor, loader, run, split_batch
 from netsculpt.errors import InputError
-from netsculpt.utils import eval_mode, normalize_inputs
+from netsculpt.utils import eval_mode
 
 
 @dataclass
@@ -47,53 +48,20 @@ class Record:
 
 
 def as_batches(data: Any, example_inputs: Any = None, max_batches: int | None = 8) -> list[Batch]:
-    """Materialise calibration data: a Dataset, DataLoader or iterable of ``(x, y)`` / ``x`` /
-    dict batches; ``None`` falls back to ``example_inputs`` (one unlabelled batch)."""
-    from torch.utils.data import DataLoader, Dataset
-
+    """Materialise calibration data (see :mod:`netsculpt.calibration.batches` for the batch
+    forms); ``None`` falls back to ``example_inputs`` (one unlabelled batch)."""
     if data is None:
         if example_inputs is None:
             raise InputError("no calibration data: pass data=... (or example inputs)")
         return [Batch(example_inputs)]
-    if isinstance(data, torch.Tensor):
-        data = [data]
-    elif isinstance(data, Dataset) and not isinstance(data, torch.utils.data.IterableDataset):
-        data = DataLoader(data, batch_size=128)
     out: list[Batch] = []
-    for item in data:
+    for item in loader(data, batch_size=128):
         if max_batches is not None and len(out) >= max_batches:
             break
-        if isinstance(item, Batch):
-            out.append(item)
-        elif isinstance(item, dict):
-            inputs = {k: v for k, v in item.items() if k != "labels"}
-            out.append(Batch(inputs, item.get("labels")))
-        elif isinstance(item, (tuple, list)) and len(item) in (1, 2):
-            out.append(Batch(item[0], item[1] if len(item) == 2 else None))
-        else:
-            out.append(Batch(item))
+        out.append(item if isinstance(item, Batch) else Batch(*split_batch(item)))
     if not out:
         raise InputError("calibration data is empty")
     return out
-
-
-def run(model: nn.Module, inputs: Any) -> Any:
-    """Call ``model`` on a tensor, a tuple of positional inputs or a dict of keyword inputs."""
-    args, kwargs = normalize_inputs(inputs, model)
-    return model(*args, **kwargs)
-
-
-def first_tensor(obj: Any) -> torch.Tensor | None:
-    """The first tensor of a module output: a tensor, a tuple/list, or a ModelOutput/dict."""
-    if isinstance(obj, torch.Tensor):
-        return obj
-    if hasattr(obj, "logits") and isinstance(obj.logits, torch.Tensor):
-        return obj.logits
-    vals = obj.values() if isinstance(obj, dict) else obj if isinstance(obj, (list, tuple)) else ()
-    for v in vals:
-        if isinstance(v, torch.Tensor):
-            return v
-    return None
 
 
 def _primary_input(args: tuple, kwargs: dict) -> torch.Tensor | None:

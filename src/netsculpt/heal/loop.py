@@ -10,19 +10,12 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from netsculpt.calibration.batches import run as forward
+from netsculpt.calibration.batches import split_batch, to_device
 from netsculpt.errors import InputError
 from netsculpt.heal.data import make_loaders
 from netsculpt.heal.losses import capture_hidden, hidden_loss, hidden_names, kd_loss
-from netsculpt.measure.evaluate import (
-    TASKS,
-    attention_mask_of,
-    device_of,
-    embed,
-    forward,
-    split_batch,
-    task_loss,
-    to_device,
-)
+from netsculpt.measure.evaluate import TASKS, attention_mask_of, device_of, embed, task_loss
 from netsculpt.report.core import Report, Snapshot
 
 LOSSES = ("task", "kd", "both")

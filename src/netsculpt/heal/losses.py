@@ -10,7 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from netsculpt.measure.evaluate import IGNORE, attention_mask_of, embed, lm_labels, logits_of
+from netsculpt.calibration.batches import first_tensor, logits_of
+from netsculpt.measure.evaluate import IGNORE, attention_mask_of, embed, lm_labels
 
 
 def kd_loss(
@@ -48,14 +49,6 @@ def kd_loss(
     return per_row.mean() * temperature**2
 
 
-def _first_tensor(out: Any) -> torch.Tensor | None:
-    if isinstance(out, torch.Tensor):
-        return out
-    if isinstance(out, (tuple, list)) and out and isinstance(out[0], torch.Tensor):
-        return out[0]
-    return None
-
-
 def hidden_names(student: nn.Module, teacher: nn.Module, names: Any = True) -> list[str]:
     """Modules to match: the given names, or every block (item of a ``ModuleList`` /
     ``Sequential``) present in both models; leaf modules when there are no blocks."""
@@ -85,7 +78,7 @@ def capture_hidden(
         for name in names:
 
             def hook(_m: nn.Module, _i: Any, out: Any, side: str = side, name: str = name) -> None:
-                t = _first_tensor(out)
+                t = first_tensor(out)
                 if t is not None:
                     seen[side][name] = t
 

@@ -13,9 +13,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from netsculpt.calibration.batches import iter_batches, run
+from netsculpt.calibration.hooks import task_loss
 from netsculpt.errors import InputError
 from netsculpt.graph.channels import Group, StructureGraph
-from netsculpt.importance.batches import forward, iter_batches, task_loss
 from netsculpt.utils import eval_mode
 
 ESTIMATORS: dict[str, Callable] = {}
@@ -117,7 +118,7 @@ def taylor(model, graph, groups, data=None, max_batches: int = 16, **kw):
         with eval_mode(model):
             for x, y in iter_batches(data, max_batches):
                 model.zero_grad(set_to_none=True)
-                task_loss(forward(model, x), y).backward()
+                task_loss(run(model, x), y).backward()
                 for n, p in params.items():
                     if p.grad is not None:
                         g = p.grad.detach() * p.detach()
@@ -170,7 +171,7 @@ def channel_norms(
     try:
         with torch.no_grad(), eval_mode(model):
             for x, _ in iter_batches(data, max_batches):
-                forward(model, x)
+                run(model, x)
     finally:
         for h in handles:
             h.remove()

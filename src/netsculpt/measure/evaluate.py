@@ -1,7 +1,8 @@
 """Evaluate a model on data: accuracy, loss, perplexity, embedding fidelity; plus size and cost.
 
-The batch helpers here (:func:`split_batch`, :func:`forward`, :func:`logits_of`, :func:`embed`,
-:func:`task_loss`) are shared with :mod:`netsculpt.heal` so both read batches the same way.
+Batches are read and run by :mod:`netsculpt.calibration.batches` (re-exported here as
+``split_batch``, ``forward``, ``logits_of``, ``to_device``), as in every other op; :func:`embed`
+and :func:`task_loss` (next-token shifting for LMs) are shared with :mod:`netsculpt.heal`.
 A batch is ``(x, y)``, a bare ``x`` or a dict of keyword arguments (Hugging Face style);
 ``x`` may itself be a dict of keyword arguments or a tuple of positional ones.
 
@@ -20,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from netsculpt.calibration.batches import loader, logits_of, run, split_batch, to_device
 from netsculpt.errors import InputError
 
 METRICS = ("accuracy", "loss", "perplexity", "fidelity")
@@ -27,57 +29,8 @@ TASKS = ("classification", "lm", "embedding")
 IGNORE = -100
 
 
-# -- batches ---------------------------------------------------------------------------------------
-def to_device(obj: Any, device: torch.device | str) -> Any:
-    """Move every tensor inside ``obj`` (dicts, tuples, lists) to ``device``."""
-    if isinstance(obj, torch.Tensor):
-        return obj.to(device)
-    if isinstance(obj, Mapping):
-        return type(obj)({k: to_device(v, device) for k, v in obj.items()}) if isinstance(
-            obj, dict
-        ) else {k: to_device(v, device) for k, v in obj.items()}  # fmt: skip
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(to_device(v, device) for v in obj)
-    return obj
-
-
-def split_batch(batch: Any) -> tuple[Any, Any]:
-    """``(inputs, target)`` from a batch; ``target`` is ``None`` when the batch has none."""
-    if isinstance(batch, Mapping):
-        inputs = {k: v for k, v in batch.items() if k != "labels"}
-        return inputs, batch.get("labels")
-    if isinstance(batch, (list, tuple)):
-        if len(batch) == 2:
-            return batch[0], batch[1]
-        if len(batch) == 1:
-            return batch[0], None
-        raise InputError(f"batch: expected (x, y), x or a dict, got a sequence of {len(batch)}")
-    return batch, None
-
-
-def forward(model: nn.Module, inputs: Any) -> Any:
-    """Call ``model`` on inputs: a dict as keyword arguments, a tuple as positional ones."""
-    if isinstance(inputs, Mapping):
-        return model(**inputs)
-    if isinstance(inputs, (list, tuple)):
-        return model(*inputs)
-    return model(inputs)
-
-
-def logits_of(output: Any) -> torch.Tensor:
-    """The logits tensor of a model output (tensor, HF ``ModelOutput`` / dict, or tuple)."""
-    if isinstance(output, torch.Tensor):
-        return output
-    if isinstance(output, Mapping) or hasattr(output, "logits"):
-        logits = output.get("logits") if isinstance(output, Mapping) else output.logits
-        if logits is not None:
-            return logits
-    hidden = getattr(output, "last_hidden_state", None)  # HF encoders (BertModel, ViTModel)
-    if isinstance(hidden, torch.Tensor):
-        return hidden
-    if isinstance(output, (list, tuple)) and output and isinstance(output[0], torch.Tensor):
-        return output[0]
-    raise InputError(f"model output: cannot find logits in a {type(output).__name__}")
+# -- batches: read and run as every other op does (netsculpt.calibration.batches) --------------
+forward = run
 
 
 def attention_mask_of(inputs: Any) -> torch.Tensor | None:
@@ -135,13 +88,9 @@ def task_loss(output: Any, inputs: Any, target: Any, task: str) -> tuple[torch.T
 
 def batches(data: Any, batch_size: int = 64) -> Iterable:
     """Iterate batches: a ``Dataset`` is wrapped in a ``DataLoader``, anything else is iterated."""
-    from torch.utils.data import DataLoader, Dataset
-
-    if isinstance(data, Dataset) and not isinstance(data, torch.utils.data.IterableDataset):
-        return DataLoader(data, batch_size=batch_size)
     if isinstance(data, torch.Tensor):
         raise InputError("data: pass a Dataset, DataLoader or iterable of batches, not a tensor")
-    return data
+    return loader(data, batch_size)
 
 
 def device_of(model: nn.Module) -> torch.device:

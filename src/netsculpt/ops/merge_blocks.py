@@ -13,7 +13,6 @@ tensor([5.])
 from __future__ import annotations
 
 import copy
-import itertools
 from typing import Any
 
 import torch
@@ -63,21 +62,19 @@ def block_runs(model: nn.Module, example_inputs: Any) -> list[list]:
 
 
 def _calib(data: Any, example_inputs: Any, limit: int) -> list:
-    from netsculpt.measure.evaluate import batches, split_batch
+    from netsculpt.calibration.batches import iter_batches
 
     if data is None:
         return [example_inputs]
-    if isinstance(data, torch.Tensor):
-        return [data]
-    return [split_batch(b)[0] for b in itertools.islice(batches(data), limit)]
+    return [x for x, _ in iter_batches(data, limit)]
 
 
 @torch.no_grad()
 def _outputs(model: nn.Module, inputs: list) -> list[torch.Tensor]:
-    from netsculpt.measure.evaluate import forward, logits_of
+    from netsculpt.calibration.batches import logits_of, run
 
     with eval_mode(model):
-        return [logits_of(forward(model, x)).detach().double() for x in inputs]
+        return [logits_of(run(model, x)).detach().double() for x in inputs]
 
 
 def similarity(ref: list[torch.Tensor], out: list[torch.Tensor]) -> float:
