@@ -71,18 +71,51 @@ def test_grow_wider_is_function_preserving_and_reloads(name, tmp_path):
 
 def test_grow_wider_auto_on_post_ln_encoder():
     model, x, data = make("bert")
-    with pytest.raises(InputError, match="gradmax"):  # no ablation for 2-input layers
-        ns.grow(model, x, data=data, kind="wider")
     ref = main_output(model, x)
-    rep = ns.grow(model, x, data=data, kind="wider", criterion="gradmax")
+    rep = ns.grow(model, x, data=data, kind="wider")  # kl: each layer ablated by deletion
     assert len(rep.details["grown"]) == 1
     assert torch.allclose(main_output(model, x), ref, atol=1e-5)
+
+
+def test_ns_cut_deletes_a_post_ln_encoder_layer_and_round_trips(tmp_path):
+    model, x, data = make("bert", layers=3)
+    rep = ns.cut(model, x, data=data, count=1, criterion="kl")
+    assert len(model.encoder.layer) == 2 and model.config.num_hidden_layers == 2
+    assert "deleted from encoder.layer" in rep.details["removed"][0]["note"]
+    ref = main_output(model, x)
+    assert torch.allclose(_reload(model, x, tmp_path, pretrained=True), ref, atol=1e-5)
+
+
+def test_grow_criterion_undefined_everywhere_is_a_clear_error():
+    from torch import nn
+
+    class TwoInputs(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc1, self.fc2 = nn.Linear(8, 16), nn.Linear(16, 8)
+
+        def forward(self, x, scale):
+            return self.fc2(torch.relu(self.fc1(x))) * scale
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.body, self.head = TwoInputs(), nn.Linear(8, 3)
+
+        def forward(self, x):
+            return self.head(self.body(x, x.abs().mean(-1, keepdim=True)))
+
+    model, x = Net(), torch.randn(4, 8)
+    with pytest.raises(InputError, match="undefined for every block.*gradmax"):
+        ns.grow(model, x, data=[x], kind="wider")
+    rep = ns.grow(model, x, data=[x], kind="wider", criterion="gradmax")
+    assert model.body.fc1.out_features == 32 and rep.details["function_preserving"]
 
 
 def test_grow_deeper_refused_on_post_ln_encoder_model_unchanged():
     model, x, data = make("bert")
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    with pytest.raises(InputError, match="deeper"):
+    with pytest.raises(InputError, match="post-LN"):
         ns.grow(model, x, data=data, kind="deeper")
     after = model.state_dict()
     assert before.keys() == after.keys()

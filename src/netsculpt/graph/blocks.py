@@ -325,6 +325,12 @@ def _make_block(model: nn.Module, ix: _Index, group: list, res: tuple | None) ->
     ins, outs = ix.boundary(inner)
     last = model.get_submodule(paths[-1])
     act = type(last).__name__ if isinstance(last, _ELEMENTWISE) and len(paths) > 1 else ""
+    carried = _carried_state(model, container, ins, outs) if params else None
+    if carried is not None:  # a layer-list item fed side inputs (masks, positions): deletable
+        shp = tuple(carried.meta["val"].shape)
+        b = Block(paths[0], "layer", paths, container, index, shp, shp, params, macs, (), act,
+                  True, "skip", "", fdim)  # fmt: skip
+        return first, b
     if len(ins) != 1 or len(outs) != 1:
         shp = tuple(outs[0].meta["val"].shape) if outs else ()
         ishp = tuple(ins[0].meta["val"].shape) if ins else ()
@@ -336,6 +342,22 @@ def _make_block(model: nn.Module, ix: _Index, group: list, res: tuple | None) ->
     b = Block(paths[0], "layer", paths, container, index, ishp, oshp, params, macs, (), act,
               not reason, how, reason, fdim)  # fmt: skip
     return first, b
+
+
+def _carried_state(model: nn.Module, container: str, ins: list, outs: list):
+    """The input a ``ModuleList`` item hands on, when it also reads side inputs.
+
+    A Hugging Face encoder layer is called as ``layer(hidden_states, attention_mask, ...)`` by a
+    loop over its ``ModuleList``: deleting the item passes ``hidden_states`` straight to the next
+    one. That holds when the item has one output and exactly one input of the output's shape
+    (the mask and position tensors have other shapes). None otherwise."""
+    if len(outs) != 1 or len(ins) < 2 or not container:
+        return None
+    if not isinstance(model.get_submodule(container), nn.ModuleList):
+        return None
+    shape = tuple(outs[0].meta["val"].shape)
+    same = [i for i in ins if tuple(i.meta["val"].shape) == shape]
+    return same[0] if len(same) == 1 else None
 
 
 def bridge_dim(in_shape: tuple, out_shape: tuple) -> int | None:

@@ -110,6 +110,11 @@ def deeper_refusal(model: nn.Module, block: Block) -> str | None:
         if block.index < 0 and block.kind == "branch":
             return "a residual branch outside a container"
         return None
+    if block.how == "skip":  # a layer-list item that is not x + f(x), e.g. LN(x + f(x))
+        return (
+            "its output is not x + f(x) (a post-LN layer renormalises): no weights make an "
+            "inserted copy the identity"
+        )
     last = model.get_submodule(block.modules[-1])
     if len(block.modules) < 2 or not block.activation:
         return "it does not end in an activation (an identity layer after it would be linear)"

@@ -193,7 +193,8 @@ def remove_block(
     if block.how in ("skip", "zero") and isinstance(box, nn.ModuleList):
         items = [m for i, m in enumerate(box) if i != block.index]
         _rebuild(model, block, items, undo, "delete")
-        return f"{block.name}: deleted from {block.container} (the skip path remains)"
+        keeps = " (the skip path remains)" if block.residual else ""
+        return f"{block.name}: deleted from {block.container}{keeps}"
     if block.how in ("skip", "zero"):
         undo.replace(
             block.name, nn.Identity() if seq else Skip() if block.how == "skip" else Zero()
