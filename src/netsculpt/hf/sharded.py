@@ -401,18 +401,14 @@ def prune_pretrained(
     """
     from netsculpt.graph import build_graph
     from netsculpt.hf.config import hf_compatible, layer_widths
-    from netsculpt.hf.structured import TARGETS, _equalize, part_of
+    from netsculpt.hf.structured import _equalize, check_amount_targets, part_of
     from netsculpt.ops import prune_plan as P
     from netsculpt.surgery import remove_channels
     from netsculpt.surgery.slicing import tensor_positions
 
     t0 = time.perf_counter()
     targets = tuple(targets)
-    if not 0 < amount < 1:
-        raise InputError(f"amount must be in (0, 1), got {amount}")
-    bad = [t for t in targets if t not in TARGETS]
-    if bad or not targets:
-        raise InputError(f"targets must be a subset of {TARGETS}, got {targets}")
+    check_amount_targets(amount, targets)
     if importance not in MAGNITUDE:
         raise InputError(
             f"importance {importance!r} is not available shard by shard: it needs forward "
@@ -481,12 +477,7 @@ def prune_pretrained(
         },
         "layers": layer_widths(model),
         "hf_compatible": True,
-        "output": str(dst),
-        "shards": written["shards"],
-        "bytes": written["bytes"],
-        "config_changes": sorted(written["config"]),
-        "copied": written["copied"],
-        "seconds": round(time.perf_counter() - t0, 3),
+        **_written_details(written, dst, t0),
     }
     return Report(
         op="prune",
@@ -556,11 +547,19 @@ def cut_pretrained(
         details={
             "removed_layers": dropped,
             "layers": len(new_index),
-            "output": str(dst),
-            "shards": written["shards"],
-            "bytes": written["bytes"],
-            "config_changes": sorted(written["config"]),
-            "copied": written["copied"],
-            "seconds": round(time.perf_counter() - t0, 3),
+            **_written_details(written, dst, t0),
         },
     )
+
+
+def _written_details(written: dict, dst: Path, t0: float) -> dict:
+    """The report fields every streamed write shares: where, how many shards and bytes, which
+    config fields changed, which side files were copied, and the wall time."""
+    return {
+        "output": str(dst),
+        "shards": written["shards"],
+        "bytes": written["bytes"],
+        "config_changes": sorted(written["config"]),
+        "copied": written["copied"],
+        "seconds": round(time.perf_counter() - t0, 3),
+    }

@@ -55,6 +55,15 @@ def _equalize(plan: dict, groups: list[Group], parts: dict[int, str], scores: di
     return P.equalize(plan, groups, scores, lambda g: parts[g.id])
 
 
+def check_amount_targets(amount: float, targets) -> None:
+    """One-line errors for an amount outside (0, 1) or targets outside :data:`TARGETS`."""
+    if not 0 < amount < 1:
+        raise InputError(f"amount must be in (0, 1), got {amount}")
+    bad = [t for t in targets if t not in TARGETS]
+    if bad or not targets:
+        raise InputError(f"targets must be a subset of {TARGETS}, got {tuple(targets)}")
+
+
 def _protected_parts(graph: StructureGraph, model: nn.Module, targets, groups) -> list[str]:
     """A note for each requested part with no prunable group, with the graph's reason (a base
     model such as ``BertModel`` returns the hidden states: its hidden size is the output)."""
@@ -94,11 +103,7 @@ def prune(
     ``ns.prune``'s estimators (``l2``, ``taylor``, ``activation`` — Minitron-style — need
     ``data`` for the data-driven ones).
     """
-    if not 0 < amount < 1:
-        raise InputError(f"amount must be in (0, 1), got {amount}")
-    bad = [t for t in targets if t not in TARGETS]
-    if bad or not targets:
-        raise InputError(f"targets must be a subset of {TARGETS}, got {tuple(targets)}")
+    check_amount_targets(amount, targets)
     if importance not in ESTIMATORS:
         raise InputError(f"unknown importance {importance!r}; one of {', '.join(ESTIMATORS)}")
     t0 = time.perf_counter()
