@@ -401,8 +401,7 @@ def prune_pretrained(
     """
     from netsculpt.graph import build_graph
     from netsculpt.hf.config import hf_compatible, layer_widths
-    from netsculpt.hf.structured import _equalize, check_amount_targets, part_of
-    from netsculpt.ops import prune_plan as P
+    from netsculpt.hf.structured import check_amount_targets, plan_parts, removed_counts
     from netsculpt.surgery import remove_channels
     from netsculpt.surgery.slicing import tensor_positions
 
@@ -425,11 +424,11 @@ def prune_pretrained(
     graph = build_graph(model, example)
     before = Snapshot(params=graph.predict_params(model), macs=graph.predict_macs())
     layers_before = layer_sizes(model)
-    parts = {g.id: part_of(graph, g, model) for g in graph.prunable_groups()}
-    groups = [g for g in graph.prunable_groups() if parts[g.id] in targets]
-    scores = streamed_scores(groups, shards, aliases, 1 if importance == "l1" else 2)
-    plan = P.plan_for(groups, scores, amount, global_=global_, round_to=round_to, max_fraction=0.9)
-    plan = _equalize(plan, groups, parts, scores)
+    norm = 1 if importance == "l1" else 2
+    parts, _, plan = plan_parts(
+        graph, model, targets, lambda gs: streamed_scores(gs, shards, aliases, norm), amount,
+        global_=global_, round_to=round_to, uniform=True,
+    )  # fmt: skip
 
     config_before = model.config.to_dict()
     # shapes only: the meta model cannot run eagerly (HF mask code reads values), so the
@@ -472,9 +471,7 @@ def prune_pretrained(
     )
     after = Snapshot(params=graph.predict_params(model), macs=graph.predict_macs(plan))
     details = {
-        "removed": {
-            t: int(sum(len(ch) for g, ch in plan.items() if parts[g] == t)) for t in targets
-        },
+        "removed": removed_counts(plan, parts, targets),
         "layers": layer_widths(model),
         "hf_compatible": True,
         **_written_details(written, dst, t0),

@@ -13,6 +13,7 @@ with its query group, so a KV head always leaves with its queries.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 from torch import nn
@@ -50,9 +51,33 @@ def _embedding_names(model: nn.Module) -> set[str]:
     return {n for n, p in model.named_parameters(remove_duplicate=False) if id(p) in own}
 
 
-def _equalize(plan: dict, groups: list[Group], parts: dict[int, str], scores: dict) -> dict:
-    """Same number removed from every group of a part (and size): the mean of the plan's counts."""
-    return P.equalize(plan, groups, scores, lambda g: parts[g.id])
+def plan_parts(
+    graph: StructureGraph,
+    model: nn.Module,
+    targets,
+    score: Callable[[list[Group]], dict],
+    amount: float,
+    *,
+    global_: bool,
+    round_to: int | None,
+    uniform: bool,
+) -> tuple[dict[int, str], list[Group], dict]:
+    """``(parts, groups, plan)``: the prunable groups of the chosen parts, scored by
+    ``score(groups)`` and planned; ``uniform``: the same count from every group of a part and
+    size (the mean of the plan's counts). Shared by in-memory and shard-by-shard pruning."""
+    parts = {g.id: part_of(graph, g, model) for g in graph.prunable_groups()}
+    groups = [g for g in graph.prunable_groups() if parts[g.id] in targets]
+    scores = score(groups)
+    groups = [g for g in groups if g.id in scores]
+    plan = P.plan_for(groups, scores, amount, global_=global_, round_to=round_to, max_fraction=0.9)
+    if uniform:
+        plan = P.equalize(plan, groups, scores, lambda g: parts[g.id])
+    return parts, groups, plan
+
+
+def removed_counts(plan: dict, parts: dict[int, str], targets) -> dict[str, int]:
+    """Channels (heads, for head groups) a plan removes from each target part."""
+    return {t: int(sum(len(ch) for g, ch in plan.items() if parts[g] == t)) for t in targets}
 
 
 def check_amount_targets(amount: float, targets) -> None:
@@ -110,13 +135,10 @@ def prune(
     graph = build_graph(model, example_inputs)
     before = Snapshot(params=graph.predict_params(model), macs=graph.predict_macs())
     layers_before = layer_sizes(model)
-    parts = {g.id: part_of(graph, g, model) for g in graph.prunable_groups()}
-    groups = [g for g in graph.prunable_groups() if parts[g.id] in targets]
-    scores = score_groups(importance, model, graph, groups, data=data)
-    groups = [g for g in groups if g.id in scores]
-    plan = P.plan_for(groups, scores, amount, global_=global_, round_to=round_to, max_fraction=0.9)
-    if uniform:
-        plan = _equalize(plan, groups, parts, scores)
+    parts, groups, plan = plan_parts(
+        graph, model, targets, lambda gs: score_groups(importance, model, graph, gs, data=data),
+        amount, global_=global_, round_to=round_to, uniform=uniform,
+    )  # fmt: skip
     edit, skipped = remove_channels_safely(model, graph, plan, example_inputs)
     if skipped and uniform:
         edit.undo()
@@ -130,9 +152,7 @@ def prune(
     kept = {g: ch for g, ch in plan.items() if g not in skipped}
     after = Snapshot(params=graph.predict_params(model, kept), macs=graph.predict_macs(kept))
     details = {
-        "removed": {
-            t: int(sum(len(ch) for g, ch in kept.items() if parts[g] == t)) for t in targets
-        },
+        "removed": removed_counts(kept, parts, targets),
         "layers": layer_widths(model),
         "hf_compatible": ok,
         "seconds": round(time.perf_counter() - t0, 3),
