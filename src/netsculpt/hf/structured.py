@@ -29,28 +29,6 @@ from netsculpt.surgery import remove_channels_safely
 TARGETS = ("heads", "mlp", "hidden")
 
 
-def part_of(graph: StructureGraph, group: Group, model: nn.Module) -> str:
-    """``"heads"``, ``"hidden"`` (the residual stream: it reaches the input embedding) or
-    ``"mlp"`` (any other channel group, e.g. an MLP's intermediate channels)."""
-    if group.kind == "head":
-        return "heads"
-    return "hidden" if _embedding_names(model) & {m.tensor for m in group.members} else "mlp"
-
-
-def _embedding_names(model: nn.Module) -> set[str]:
-    """Every name of the input embedding's weight (tied to the LM head under another name)."""
-    get = getattr(model, "get_input_embeddings", None)
-    try:
-        emb = get() if callable(get) else None
-    except NotImplementedError:
-        emb = None
-    if not isinstance(emb, nn.Module):
-        return set()
-    # a token table (its weight), or a patch embedding (its projection's parameters)
-    own = {id(p) for p in emb.parameters()}
-    return {n for n, p in model.named_parameters(remove_duplicate=False) if id(p) in own}
-
-
 def plan_parts(
     graph: StructureGraph,
     model: nn.Module,
@@ -65,7 +43,7 @@ def plan_parts(
     """``(parts, groups, plan)``: the prunable groups of the chosen parts, scored by
     ``score(groups)`` and planned; ``uniform``: the same count from every group of a part and
     size (the mean of the plan's counts). Shared by in-memory and shard-by-shard pruning."""
-    parts = {g.id: part_of(graph, g, model) for g in graph.prunable_groups()}
+    parts = P.group_parts(graph, model)
     groups = [g for g in graph.prunable_groups() if parts[g.id] in targets]
     scores = score(groups)
     groups = [g for g in groups if g.id in scores]
@@ -92,8 +70,9 @@ def check_amount_targets(amount: float, targets) -> None:
 def _protected_parts(graph: StructureGraph, model: nn.Module, targets, groups) -> list[str]:
     """A note for each requested part with no prunable group, with the graph's reason (a base
     model such as ``BertModel`` returns the hidden states: its hidden size is the output)."""
-    found = {part_of(graph, g, model) for g in groups}
-    emb = _embedding_names(model)
+    parts = P.group_parts(graph, model)
+    found = {parts[g.id] for g in groups}
+    emb = P.embedding_names(model)
     notes = []
     for t in targets:
         if t in found:

@@ -245,9 +245,8 @@ def _structured(ctx: _Context, cfg: StructuredConfig) -> Report:
 def _uniform_key(model: nn.Module, graph):
     """Which groups must lose equal counts: same kind and part (heads / MLP / the residual
     stream that reaches an input embedding); ``equalize`` also splits them by size."""
-    from netsculpt.hf.structured import part_of
-
-    return lambda g: (g.kind, part_of(graph, g, model))
+    parts = P.group_parts(graph, model)
+    return lambda g: (g.kind, parts[g.id])
 
 
 def _report(ctx: _Context, mode: str, cfg, before, after, details, layers_before) -> Report:

@@ -12,6 +12,35 @@ from netsculpt.graph.channels import Group, StructureGraph
 Plan = dict[int, np.ndarray]
 
 
+def embedding_names(model) -> set[str]:
+    """Every name of the input embedding's parameters (a token table tied to an LM head under
+    another name, or a patch embedding's projection); empty without ``get_input_embeddings``."""
+    get = getattr(model, "get_input_embeddings", None)
+    try:
+        emb = get() if callable(get) else None
+    except NotImplementedError:
+        emb = None
+    if not hasattr(emb, "parameters"):
+        return set()
+    own = {id(p) for p in emb.parameters()}
+    return {n for n, p in model.named_parameters(remove_duplicate=False) if id(p) in own}
+
+
+def group_parts(graph: StructureGraph, model) -> dict[int, str]:
+    """Each prunable group's part: ``"heads"``, ``"hidden"`` (the residual stream, which reaches
+    the input embedding) or ``"mlp"`` (any other channel group, e.g. MLP intermediate
+    channels)."""
+    names = embedding_names(model)
+    return {
+        g.id: "heads"
+        if g.kind == "head"
+        else "hidden"
+        if names & {m.tensor for m in g.members}
+        else "mlp"
+        for g in graph.prunable_groups()
+    }
+
+
 def _n_remove(size: int, fraction: float, round_to: int | None, min_keep: int = 1) -> int:
     """How many of ``size`` channels go for ``fraction``, keeping a multiple of ``round_to``."""
     keep = size - int(math.floor(fraction * size + 1e-9))
