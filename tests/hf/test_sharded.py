@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
@@ -231,3 +232,59 @@ def test_bf16_checkpoint_stays_bf16(tmp_path):
     got = _load(tmp_path / "dst")
     assert got.dtype == torch.bfloat16
     assert torch.equal(_logits(got, x), _logits(ref, x))
+
+
+def test_prune_pretrained_checks_only_the_written_config(tmp_path, monkeypatch):
+    # one check: the written config.json is rebuilt on meta; the in-memory hf_compatible is not
+    import netsculpt.hf.config
+
+    def second_check(model):
+        raise AssertionError("hf_compatible must not run: the written config is the check")
+
+    monkeypatch.setattr(netsculpt.hf.config, "hf_compatible", second_check)
+    built = []
+    meta_model = sharded._meta_model
+
+    def counted(folder):
+        built.append(folder.name)
+        return meta_model(folder)
+
+    monkeypatch.setattr(sharded, "_meta_model", counted)
+    src = _checkpoint(tmp_path / "src")
+    nhf.prune_pretrained(src, tmp_path / "dst", amount=0.5)
+    # the source, then the written config.json in the temporary folder: nothing else
+    assert len(built) == 2 and built[0] == "src" and built[1].startswith(".dst.partial")
+
+
+def test_written_config_that_builds_other_shapes_is_refused_before_writing(tmp_path, monkeypatch):
+    # the config.json on disk is what from_pretrained reads: a field lost on the way (here the
+    # new intermediate_size) is an InputError naming the tensor, with nothing left behind
+    write_config = sharded._write_config
+
+    def loses_a_field(src, dst, before, after):
+        return write_config(
+            src, dst, before, {k: v for k, v in after.items() if k != "intermediate_size"}
+        )
+
+    monkeypatch.setattr(sharded, "_write_config", loses_a_field)
+    src = _checkpoint(tmp_path / "src")
+    _one_line_error(
+        nhf.prune_pretrained, src, tmp_path / "dst", amount=0.5, targets=("mlp",),
+        match=r"cannot be described by config.json \(from_pretrained would build .*mlp",
+    )  # fmt: skip
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["src"]
+
+
+def test_hf_modules_import_no_private_names_of_other_modules():
+    import ast
+    import pkgutil
+
+    import netsculpt.hf
+
+    folder = Path(netsculpt.hf.__path__[0])
+    for info in pkgutil.iter_modules([str(folder)]):
+        tree = ast.parse((folder / f"{info.name}.py").read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("netsculpt"):
+                private = [a.name for a in node.names if a.name.startswith("_")]
+                assert not private, f"{info.name}.py imports {private} from {node.module}"

@@ -3,8 +3,8 @@
 ``ns.cut`` / ``ns.merge`` work on residual blocks found in the graph; a post-LayerNorm encoder
 (BERT, MiniLM) has no ``x + f(x)`` block, yet deleting a whole layer still leaves a model that
 runs. These helpers edit the layer ``ModuleList`` directly and keep the config in step
-(``num_hidden_layers``, ``layer_types``, each layer's ``layer_idx``), so ``save_pretrained``
-describes the result.
+(``num_hidden_layers``, per-layer fields such as ``layer_types`` and ``max_window_layers``, each
+layer's ``layer_idx``), so ``save_pretrained`` describes the result.
 
 >>> from netsculpt.hf.layers import layer_scores, drop_layers   # doctest: +SKIP
 >>> scores = layer_scores(model, batches, "influence")          # doctest: +SKIP
@@ -22,11 +22,18 @@ from torch import nn
 
 from netsculpt.errors import InputError
 from netsculpt.hf.config import transformer_layers
+from netsculpt.surgery.hf import layer_fields
 
 CRITERIA = ("influence", "angular", "ppl")
 
 
-def _layers(model: nn.Module) -> tuple[str, nn.ModuleList]:
+def layer_list(model: nn.Module) -> tuple[str, nn.ModuleList]:
+    """``(path, ModuleList)`` of the model's transformer layers; InputError when it has none.
+
+    >>> layer_list(nn.Linear(2, 2))
+    Traceback (most recent call last):
+    netsculpt.errors.InputError: Linear: found no transformer layer list
+    """
     found = transformer_layers(model)
     if found is None:
         raise InputError(f"{type(model).__name__}: found no transformer layer list")
@@ -44,17 +51,28 @@ def _run(model: nn.Module, batch: Any) -> Any:
 
 
 def set_layers(model: nn.Module, keep: list[nn.Module]) -> None:
-    """Make the layer list ``keep`` (in order) and sync config depth, layer types, layer_idx."""
-    path, old = _layers(model)
-    types = getattr(model.config, "layer_types", None)
+    """Make ``keep`` (layers of the current list, in order) the layer list, in place, and sync
+    the config: depth, per-layer fields (:func:`netsculpt.surgery.hf.layer_fields`: e.g.
+    ``layer_types``, ``max_window_layers``) and each layer's ``layer_idx``.
+
+    >>> set_layers(model, list(layer_list(model)[1])[::2])   # doctest: +SKIP
+    """
+    path, old = layer_list(model)
     index = {id(m): i for i, m in enumerate(old)}
+    bad = [i for i, m in enumerate(keep) if id(m) not in index]
+    if bad:
+        raise InputError(f"set_layers: keep[{bad[0]}] is not a layer of {path}")
+    fields = layer_fields(model.config, [index[id(m)] for m in keep], len(old))
+    _place(model, path, keep)
+    model.config.num_hidden_layers = len(keep)
+    for name, value in fields.items():
+        setattr(model.config, name, value)
+
+
+def _place(model: nn.Module, path: str, keep: list[nn.Module]) -> None:
+    """Put ``keep`` at ``path`` as the layer list and renumber each layer's ``layer_idx``."""
     parent, _, leaf = path.rpartition(".")
     setattr(model.get_submodule(parent) if parent else model, leaf, nn.ModuleList(keep))
-    model.config.num_hidden_layers = len(keep)
-    if isinstance(types, list) and len(types) == len(old):
-        model.config.layer_types = [
-            types[index[id(m)]] if id(m) in index else types[-1] for m in keep
-        ]
     for i, layer in enumerate(keep):
         for mod in layer.modules():
             if isinstance(getattr(mod, "layer_idx", None), int):
@@ -63,7 +81,7 @@ def set_layers(model: nn.Module, keep: list[nn.Module]) -> None:
 
 def drop_layers(model: nn.Module, indices: Iterable[int]) -> list[int]:
     """Delete the layers at ``indices`` (positions in the current list); returns them sorted."""
-    _, layers = _layers(model)
+    _, layers = layer_list(model)
     drop = sorted({int(i) for i in indices})
     if not drop or drop[0] < 0 or drop[-1] >= len(layers) or len(drop) >= len(layers):
         raise InputError(f"drop_layers: bad indices {drop} for {len(layers)} layers")
@@ -81,7 +99,7 @@ def layer_scores(model: nn.Module, data: Iterable[Any], criterion: str = "influe
     """
     if criterion not in CRITERIA:
         raise InputError(f"layer criterion must be one of {CRITERIA}, got {criterion!r}")
-    _, layers = _layers(model)
+    _, layers = layer_list(model)
     batches = list(data)
     was = model.training
     model.eval()
@@ -153,14 +171,17 @@ def _ppl_scores(model: nn.Module, layers: nn.ModuleList, batches: list) -> dict:
     if not _is_causal_lm(model):
         ref = [_main_out(_run(model, b)).float() for b in batches]
     base = damage(model, batches, ref)
-    keep = list(layers)
+    path, keep = layer_list(model)[0], list(layers)
+    state = dict(vars(model.config))
     scores = {}
     for i in range(len(keep)):
         set_layers(model, keep[:i] + keep[i + 1 :])
         try:
             scores[i] = damage(model, batches, ref) - base
-        finally:
-            set_layers(model, keep)
+        finally:  # the layer comes back: list, layer_idx and the config exactly as they were
+            _place(model, path, keep)
+            vars(model.config).clear()
+            vars(model.config).update(state)
     return scores
 
 
@@ -170,12 +191,12 @@ def cut_layers(
     """Drop ``count`` layers in place (original positions returned). ``ppl`` is iterative
     (SLEB: re-score after each removal); the similarity criteria are one-shot (ShortGPT)."""
     batches = list(data)
-    _, layers = _layers(model)
+    _, layers = layer_list(model)
     original = {id(m): i for i, m in enumerate(layers)}
     removed: list[int] = []
     rounds = count if criterion == "ppl" else 1
     for _ in range(rounds):
-        _, layers = _layers(model)
+        _, layers = layer_list(model)
         scores = layer_scores(model, batches, criterion)
         n = 1 if criterion == "ppl" else count
         drop = sorted(scores, key=scores.get)[:n]
@@ -189,7 +210,7 @@ def collapse_layers(model: nn.Module, first: int, span: int) -> None:
     """LaCo RDSC: fold layers ``first+1 .. first+span-1`` into ``first`` with
     ``θ = θ_first + Σ (θ_k − θ_first)`` (the original θ_first, not the notebook's in-place bug),
     then delete them. Norms are kept from ``first``."""
-    _, layers = _layers(model)
+    _, layers = layer_list(model)
     if span < 2 or first + span > len(layers):
         raise InputError(f"collapse_layers: span {span} from {first} exceeds {len(layers)} layers")
     base = layers[first]

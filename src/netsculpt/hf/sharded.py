@@ -258,24 +258,23 @@ def _write_config(src: Path, dst: Path, before: dict, after: dict) -> dict[str, 
     return changed
 
 
-def _check_config(tmp: Path, expected: dict[str, tuple[int, ...]]) -> None:
-    """The new config.json loads and builds exactly the edited meta model's shapes (checked
-    before any shard is written)."""
+def _check_config(tmp: Path, expected: dict[str, tuple[int, ...]], advice: str) -> None:
+    """The one config check: the written config.json (the source's file plus the changed
+    fields, what ``from_pretrained`` will read) passes transformers' validators and builds
+    exactly the edited meta model's tensors. Run before any shard is written; any failure is
+    a one-line InputError ending in ``advice``."""
     try:
         rebuilt = _shapes(_meta_model(tmp)[0])
     except InputError as e:
         msg = str(e).split(": ", 1)[-1]
-        raise InputError(
-            f"transformers refuses the edited config ({msg}); choose another amount or round_to"
-        ) from None
-    wrong = [k for k, s in rebuilt.items() if expected.get(k, s) != s]
-    extra = sorted(set(rebuilt) ^ set(expected))
-    if wrong or extra:
-        k = (wrong or extra)[0]
-        raise VerificationError(
-            f"the new config.json builds a different model: {k} is {rebuilt.get(k)}, "
-            f"the edited model has {expected.get(k)}"
-        )
+        raise InputError(f"transformers refuses the edited config ({msg}); {advice}") from None
+    for k in sorted(set(rebuilt) | set(expected)):
+        if rebuilt.get(k) != expected.get(k):
+            got, want = rebuilt.get(k, "absent"), expected.get(k, "absent")
+            raise InputError(
+                "the edited structure cannot be described by config.json (from_pretrained "
+                f"would build {k} as {got}, the edited model has {want}); {advice}"
+            )
 
 
 def _check_shards(expected: dict[str, tuple[int, ...]], files: list[Path]) -> None:
@@ -300,10 +299,11 @@ def _write(
     edit: Callable[[str, torch.Tensor], tuple[str, torch.Tensor] | None],
     config: tuple[dict, dict],
     expected: dict[str, tuple[int, ...]],
+    advice: str,
 ) -> dict[str, Any]:
     """config.json (checked), then the shards (checked), then the side files, into ``tmp``."""
     changed = _write_config(src, tmp, *config)
-    _check_config(tmp, expected)
+    _check_config(tmp, expected, advice)
     writer = _ShardWriter(tmp, limit)
     _stream(shards, writer, edit)
     out_files = writer.finish()
@@ -347,7 +347,7 @@ def streamed_scores(
     """
     from safetensors import safe_open
 
-    from netsculpt.importance.channels import _per_position, _scatter
+    from netsculpt.importance.channels import per_position, scatter
 
     files = _file_keys(shards)
     fn = torch.abs if p == 1 else torch.square
@@ -369,11 +369,11 @@ def streamed_scores(
                 if key in wanted:
                     t = f.get_tensor(key)
                     for gid, i, dim in wanted[key]:
-                        values[(gid, i)] = _per_position(t, dim, fn)
+                        values[(gid, i)] = per_position(t, dim, fn)
                     del t
     out = {}
     for g in groups:
-        s = _scatter(
+        s = scatter(
             g, [(m, values[(g.id, i)]) for i, m in enumerate(g.members) if (g.id, i) in values]
         )
         out[g.id] = np.sqrt(s) if p == 2 else s
@@ -400,7 +400,7 @@ def prune_pretrained(
     with ``from_pretrained``; tokenizer and generation files are copied.
     """
     from netsculpt.graph import build_graph
-    from netsculpt.hf.config import hf_compatible, layer_widths
+    from netsculpt.hf.config import layer_widths
     from netsculpt.hf.structured import check_amount_targets, plan_parts, removed_counts
     from netsculpt.surgery import remove_channels
     from netsculpt.surgery.slicing import tensor_positions
@@ -432,14 +432,8 @@ def prune_pretrained(
 
     config_before = model.config.to_dict()
     # shapes only: the meta model cannot run eagerly (HF mask code reads values), so the
-    # check is that the new config rebuilds exactly these shapes (_verify)
+    # check is that the written config.json rebuilds exactly these shapes (_check_config)
     remove_channels(model, graph, plan)
-    ok, why = hf_compatible(model)
-    if not ok:
-        raise InputError(
-            "the pruned structure cannot be described by config.json "
-            f"({'; '.join(why)}); prune in memory and save with ns.save"
-        )
     expected = _shapes(model)
 
     # file key -> {dim: kept indices}, tied names merged onto the stored key
@@ -466,8 +460,9 @@ def prune_pretrained(
         return key, t
 
     config = (config_before, model.config.to_dict())
+    advice = "choose another amount or round_to, or prune in memory and save with ns.save"
     written = _run_into(
-        dst, src, lambda tmp: _write(src, tmp, shards, limit, edit, config, expected)
+        dst, src, lambda tmp: _write(src, tmp, shards, limit, edit, config, expected, advice)
     )
     after = Snapshot(params=graph.predict_params(model), macs=graph.predict_macs(plan))
     details = {
@@ -499,11 +494,12 @@ def cut_pretrained(
     """Remove the transformer layers at positions ``layers`` from the checkpoint in ``src``.
 
     The surviving ``<layers path>.{i}.*`` keys are renumbered, everything else is copied as is;
-    ``num_hidden_layers`` and ``layer_types`` follow (:func:`netsculpt.hf.layers.drop_layers`
-    on the meta model). Which layers to drop is the caller's choice (e.g. from
-    ``netsculpt.hf.layers.layer_scores`` on a smaller run); nothing is scored here.
+    ``num_hidden_layers`` and the per-layer fields (``layer_types``, ``max_window_layers`` ...)
+    follow (:func:`netsculpt.hf.layers.drop_layers` on the meta model). Which layers to drop
+    is the caller's choice (e.g. from ``netsculpt.hf.layers.layer_scores`` on a smaller run);
+    nothing is scored here.
     """
-    from netsculpt.hf.layers import _layers, drop_layers
+    from netsculpt.hf.layers import drop_layers, layer_list
 
     t0 = time.perf_counter()
     limit = _size_limit(max_shard_size)
@@ -511,7 +507,7 @@ def cut_pretrained(
     shards = _shards(src)
     _check_dst(src, dst)
     model, _ = _meta_model(src)
-    path, old = _layers(model)
+    path, old = layer_list(model)
     n_before = len(old)
     before = Snapshot(params=sum(p.numel() for p in model.parameters()))
     config_before = model.config.to_dict()
@@ -533,8 +529,9 @@ def cut_pretrained(
         return f"{path}.{new_index[i]}.{key[m.end() :]}", t
 
     config = (config_before, model.config.to_dict())
+    advice = "cut in memory and save with ns.save"
     written = _run_into(
-        dst, src, lambda tmp: _write(src, tmp, shards, limit, edit, config, expected)
+        dst, src, lambda tmp: _write(src, tmp, shards, limit, edit, config, expected, advice)
     )
     return Report(
         op="cut",

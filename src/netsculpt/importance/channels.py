@@ -6,7 +6,7 @@ more important. Groups an estimator cannot score are left out (and so are not pr
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import numpy as np
@@ -37,15 +37,32 @@ def _tensors(model: nn.Module) -> dict[str, torch.Tensor]:
     return out
 
 
-def _per_position(t: torch.Tensor, dim: int, fn) -> np.ndarray:
-    """Reduce every dim but ``dim``: one number per position along ``dim``."""
+def per_position(
+    t: torch.Tensor, dim: int, fn: Callable[[torch.Tensor], torch.Tensor]
+) -> np.ndarray:
+    """``fn(t)`` summed over every dim but ``dim``: one float64 per position along ``dim``.
+
+    Shared by the in-memory estimators and the shard-by-shard scorer
+    (:func:`netsculpt.hf.sharded.streamed_scores`), so both give equal scores.
+
+    >>> per_position(torch.tensor([[1.0, -2.0], [3.0, 4.0]]), 0, torch.abs).tolist()
+    [3.0, 7.0]
+    """
     t = t.detach().float()
     dims = [d for d in range(t.dim()) if d != dim]
     v = fn(t).sum(dim=dims) if dims else fn(t)
     return v.cpu().numpy().astype(np.float64)
 
 
-def _scatter(group: Group, member_values) -> np.ndarray:
+def scatter(group: Group, member_values: Iterable[tuple[Any, np.ndarray]]) -> np.ndarray:
+    """One score per channel of ``group``: each ``(member, values)`` adds its per-position
+    ``values`` to the channels its ``index_map`` points at (-1: no channel).
+
+    >>> from types import SimpleNamespace as NS
+    >>> g = NS(size=2)
+    >>> scatter(g, [(NS(index_map=np.array([1, 0, -1])), np.array([1.0, 2.0, 5.0]))]).tolist()
+    [2.0, 1.0]
+    """
     score = np.zeros(group.size, dtype=np.float64)
     for m, vals in member_values:
         sel = m.index_map >= 0
@@ -59,11 +76,11 @@ def _magnitude(model, graph, groups, p: int) -> dict[int, np.ndarray]:
     out = {}
     for g in groups:
         vals = [
-            (m, _per_position(tensors[m.tensor], m.dim, fn))
+            (m, per_position(tensors[m.tensor], m.dim, fn))
             for m in g.members
             if m.kind == "param" and m.tensor in tensors
         ]
-        s = _scatter(g, vals)
+        s = scatter(g, vals)
         out[g.id] = np.sqrt(s) if p == 2 else s
     return out
 
@@ -96,13 +113,13 @@ def bn_scale(model, graph, groups, data=None, **kw) -> dict[int, np.ndarray]:
     out = {}
     for g in groups:
         vals = [
-            (m, _per_position(tensors[m.tensor], m.dim, torch.abs))
+            (m, per_position(tensors[m.tensor], m.dim, torch.abs))
             for m in g.members
             if m.tensor.endswith(".weight")
             and isinstance(mods.get(m.module), nn.modules.batchnorm._BatchNorm)
         ]
         if vals:
-            out[g.id] = _scatter(g, vals)
+            out[g.id] = scatter(g, vals)
     return out
 
 
@@ -132,11 +149,11 @@ def taylor(model, graph, groups, data=None, max_batches: int = 16, **kw):
     out = {}
     for g in groups:
         vals = [
-            (m, _per_position(grads[m.tensor], m.dim, lambda t: t))
+            (m, per_position(grads[m.tensor], m.dim, lambda t: t))
             for m in g.members
             if m.tensor in grads
         ]
-        out[g.id] = np.abs(_scatter(g, vals))
+        out[g.id] = np.abs(scatter(g, vals))
     return out
 
 
@@ -194,7 +211,7 @@ def activation(model, graph, groups, data=None, max_batches: int = 16, **kw):
                 continue
             x_norm = norms.get(m.module + ":in")
             if m.role == "in" and x_norm is not None:
-                col = _per_position(w, m.dim, torch.abs)
+                col = per_position(w, m.dim, torch.abs)
                 if len(x_norm) == len(col):
                     vals.append((m, col * x_norm.cpu().numpy()))
         if not vals:
@@ -203,7 +220,7 @@ def activation(model, graph, groups, data=None, max_batches: int = 16, **kw):
                 if m.role == "out" and y_norm is not None and len(y_norm) == len(m.index_map):
                     vals.append((m, y_norm.cpu().numpy().astype(np.float64)))
         if vals:
-            out[g.id] = _scatter(g, vals)
+            out[g.id] = scatter(g, vals)
     return out
 
 

@@ -25,6 +25,7 @@ from torch import nn
 from netsculpt.errors import InputError
 from netsculpt.graph.blocks import IDEMPOTENT, Block
 from netsculpt.io.manifest import record_module, set_submodule
+from netsculpt.surgery.hf import layer_fields
 
 _HF_IDX = ("layer_idx",)
 
@@ -89,8 +90,12 @@ def _container(model: nn.Module, block: Block) -> nn.Module | None:
     return model.get_submodule(block.container) if block.container else model
 
 
-def _fix_layer_list(model: nn.Module, block: Block, new_len: int, old_len: int, undo: Undo) -> None:
-    """Keep a Hugging Face config and the layers' ``layer_idx`` in step with a ModuleList."""
+def _fix_layer_list(
+    model: nn.Module, block: Block, order: list[int], old_len: int, undo: Undo
+) -> None:
+    """Keep a Hugging Face config (depth and per-layer fields, see
+    :func:`~netsculpt.surgery.hf.layer_fields`) and the layers' ``layer_idx`` in step with a
+    ModuleList rebuilt as ``order`` (original index of each new item)."""
     owners = [model] + [
         model.get_submodule(".".join(block.container.split(".")[:i]))
         for i in range(1, block.container.count(".") + 2)
@@ -98,24 +103,14 @@ def _fix_layer_list(model: nn.Module, block: Block, new_len: int, old_len: int, 
     configs = {id(c): c for o in owners if (c := getattr(o, "config", None)) is not None}
     for cfg in configs.values():
         if getattr(cfg, "num_hidden_layers", None) == old_len:
-            undo.setattr(cfg, "num_hidden_layers", new_len)
+            for name, value in layer_fields(cfg, order, old_len).items():
+                undo.setattr(cfg, name, value)
+            undo.setattr(cfg, "num_hidden_layers", len(order))
     layers = model.get_submodule(block.container)
     for i, layer in enumerate(layers):
         for obj in (layer, getattr(layer, "self_attn", None), getattr(layer, "attention", None)):
             if obj is not None and isinstance(getattr(obj, "layer_idx", None), int):
                 undo.setattr(obj, "layer_idx", i)
-
-
-def _fix_layer_types(model: nn.Module, block: Block, edit: str, undo: Undo) -> None:
-    cfg = getattr(model, "config", None)
-    types = getattr(cfg, "layer_types", None)
-    if isinstance(types, list) and len(types) > block.index:
-        new = list(types)
-        if edit == "delete":
-            del new[block.index]
-        else:
-            new.insert(block.index + 1, new[block.index])
-        undo.setattr(cfg, "layer_types", new)
 
 
 def _rebuild(model: nn.Module, block: Block, items: list[nn.Module], undo: Undo, edit: str) -> None:
@@ -127,8 +122,10 @@ def _rebuild(model: nn.Module, block: Block, items: list[nn.Module], undo: Undo,
         new = nn.Sequential(OrderedDict(_names(old, items)))
     undo.replace(block.container, new)
     if isinstance(old, nn.ModuleList):
-        _fix_layer_types(model, block, edit, undo)
-        _fix_layer_list(model, block, len(items), len(old), undo)
+        n, i = len(old), block.index
+        # delete: item i goes; insert: a copy of item i follows it
+        order = [*range(i), *range(i + 1, n)] if edit == "delete" else [*range(i + 1), *range(i, n)]
+        _fix_layer_list(model, block, order, n, undo)
 
 
 def _names(old: nn.Module, items: list[nn.Module]) -> list[tuple[str, nn.Module]]:

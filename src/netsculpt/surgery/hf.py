@@ -138,3 +138,51 @@ def fix_hf_modules(model: nn.Module, snap) -> None:
     from netsculpt.hf.config import sync_config
 
     sync_config(model, snap)
+
+
+# per-layer config fields -----------------------------------------------------------------------
+# lists that can have the depth's length by chance but do not describe layers
+_NOT_PER_LAYER = ("architectures", "image_size", "patch_size", "bad_words_ids", "suppress_tokens")
+# lists of layer indices (Qwen2-MoE / Qwen3-MoE ``mlp_only_layers``, Llama 4 ``moe_layers``)
+_INDEX_LISTS = ("mlp_only_layers", "moe_layers")
+
+
+def layer_fields(config: Any, order: list[int], old_len: int) -> dict[str, Any]:
+    """The per-layer config fields for a layer list rebuilt as ``order`` (the original index
+    of each new layer: a cut leaves some out, a copy repeats one), only those that change.
+
+    * a list of ``old_len`` scalars (``layer_types``, ``mlp_layer_types``, SmolLM3's
+      ``no_rope_layers`` ...) keeps the entries of the kept layers;
+    * a list of layer indices (``mlp_only_layers``, ``moe_layers``) is renumbered;
+    * ``max_window_layers``, a layer-index threshold (Qwen2 / Qwen3: layers
+      ``i >= max_window_layers`` use sliding window), becomes the number of new layers whose
+      original index was below it, so every layer stays on its side.
+
+    Token ids, ``architectures`` and image sizes are never touched. ``num_hidden_layers`` is
+    the caller's; it sets the returned values (depth surgery through its undo log).
+
+    >>> from types import SimpleNamespace as NS
+    >>> cfg = NS(max_window_layers=3, layer_types=list("ffflll"), eos_token_id=[1, 2, 3, 4, 5, 6])
+    >>> layer_fields(cfg, [0, 2, 3, 5], 6)
+    {'max_window_layers': 2, 'layer_types': ['f', 'f', 'l', 'l']}
+    """
+    out: dict[str, Any] = {}
+    for name, value in vars(config).items():
+        if name.startswith("_") or name in _NOT_PER_LAYER or "token_id" in name:
+            continue
+        if name == "max_window_layers" and type(value) is int:
+            new: Any = sum(1 for i in order if i < value)
+        elif name in _INDEX_LISTS and isinstance(value, list):
+            kept = set(value)
+            new = [j for j, i in enumerate(order) if i in kept]
+        elif isinstance(value, list) and len(value) == old_len and all(_scalar(v) for v in value):
+            new = [value[i] for i in order]
+        else:
+            continue
+        if new != value:
+            out[name] = new
+    return out
+
+
+def _scalar(v: Any) -> bool:
+    return v is None or isinstance(v, (str, int, float))
