@@ -176,3 +176,19 @@ def test_cli_cut(tmp_path):
     bad = tmp_path / "bad"
     assert main(["cut", "seed-mlp", "--count", "9", "-o", str(bad)]) == 2
     assert not bad.exists()
+
+
+def test_a_strided_conv_is_not_bridged_over_its_length():
+    """A 1x1 bridge maps channels; a layer that only shortens the signal cannot be bridged."""
+    from netsculpt.data.models import ConvNet1D
+    from netsculpt.graph.blocks import find_blocks
+
+    net = ConvNet1D()
+    blocks = {b.name: b for b in find_blocks(net, torch.randn(1, 40))}
+    assert not blocks["features.6"].removable
+    assert "spatial" in blocks["features.6"].reason
+    with pytest.raises(InputError, match="features.6"):
+        ns.cut(net, torch.randn(1, 40), blocks=["features.6"])
+    rep = ns.cut(net, torch.randn(1, 40), data=_data(), count=1)
+    assert [r["block"] for r in rep.details["removed"]] == ["features.0"]
+    assert net(torch.randn(3, 40)).shape == (3, 10)

@@ -24,6 +24,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bridge", default="lstsq", choices=("lstsq", "train", "none"))
     parser.add_argument("--protect", default="", help="comma-separated blocks never to remove")
     parser.add_argument("--batches", type=int, default=8, help="calibration batches (default 8)")
+    parser.add_argument(
+        "--keep-bn-stats",
+        action="store_true",
+        help="do not re-estimate BatchNorm running statistics on --data after the cut",
+    )
     parser.add_argument("--report", help="also write the report to this .json or .html file")
 
 
@@ -51,6 +56,7 @@ def run(args: argparse.Namespace) -> int:
         bridge=args.bridge,
         protect=_names(args.protect),
         max_batches=args.batches,
+        recalibrate_bn=not args.keep_bn_stats,
     )
     print(report)
     save(model, args.output, source=source)

@@ -338,7 +338,7 @@ def _make_block(model: nn.Module, ix: _Index, group: list, res: tuple | None) ->
                   False, "", f"{len(ins)} inputs / {len(outs)} outputs", fdim)  # fmt: skip
         return first, b
     ishp, oshp = tuple(ins[0].meta["val"].shape), tuple(outs[0].meta["val"].shape)
-    how, reason = _plain_how(model, group, ishp, oshp, params)
+    how, reason = _plain_how(model, group, ishp, oshp, params, fdim)
     b = Block(paths[0], "layer", paths, container, index, ishp, oshp, params, macs, (), act,
               not reason, how, reason, fdim)  # fmt: skip
     return first, b
@@ -372,7 +372,9 @@ def bridge_dim(in_shape: tuple, out_shape: tuple) -> int | None:
     return None
 
 
-def _plain_how(model: nn.Module, group: list, ishp: tuple, oshp: tuple, params: int) -> tuple:
+def _plain_how(
+    model: nn.Module, group: list, ishp: tuple, oshp: tuple, params: int, fdim: int = -1
+) -> tuple:
     if params == 0:
         return "", "no parameters"
     if ishp == oshp:
@@ -380,6 +382,8 @@ def _plain_how(model: nn.Module, group: list, ishp: tuple, oshp: tuple, params: 
     dim = bridge_dim(ishp, oshp)
     if dim is None:
         return "", f"shape {ishp} -> {oshp} changes more than the feature dim"
+    if dim % len(ishp) != fdim % len(ishp):  # e.g. a strided conv: only the length changes
+        return "", f"shape {ishp} -> {oshp} changes a spatial dim, not the channels"
     bridge = ishp[dim] * oshp[dim] + oshp[dim]
     if bridge < params:
         return "bridge", ""

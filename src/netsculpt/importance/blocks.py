@@ -14,6 +14,10 @@ Criteria (a block's *effect*; small = safe to remove):
 
 "Without b" is what ``cut`` would leave: the skip path (residual), the identity, or the fitted
 bridge (a shape-changing layer). Hidden states come from hooks (``netsculpt.calibration``).
+With calibration data, the ablations (``loss``, ``kl``) run with every BatchNorm's statistics
+re-estimated on that data (``adapt_bn``, :mod:`netsculpt.calibration.bn`): the score is the
+damage of the network ``cut`` delivers, whose statistics it re-estimates the same way, not the
+damage of stale statistics that no weight change is needed to repair.
 
 >>> import torch
 >>> from torch import nn
@@ -25,6 +29,7 @@ bridge (a shape-changing layer). Hidden states come from hooks (``netsculpt.cali
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -35,6 +40,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from netsculpt.calibration import Batch, as_batches, collect, outputs, run, span_replaced
+from netsculpt.calibration.bn import adapted_bn, batchnorms
 from netsculpt.calibration.hooks import first_tensor, task_loss
 from netsculpt.errors import InputError
 from netsculpt.graph.blocks import Block, find_blocks
@@ -100,6 +106,7 @@ class BlockScorer:
         max_batches: int = 8,
         ridge: float = 1e-3,
         loss_fn: Callable | None = None,
+        adapt_bn: bool = True,
     ) -> None:
         self.model, self.example_inputs = model, example_inputs
         self.blocks = blocks if blocks is not None else find_blocks(model, example_inputs)
@@ -107,6 +114,8 @@ class BlockScorer:
         self.loss_fn = loss_fn or task_loss
         self.ridge = ridge
         self.ref = outputs(model, self.batches)
+        # re-estimate BatchNorm statistics in ablations only on real data (not example inputs)
+        self.adapt_bn = adapt_bn and data is not None and bool(batchnorms(model))
         self._io: dict[str, list] | None = None
         self._grad_io: dict[str, list] | None = None
         self._bridges: dict[str, tuple] = {}
@@ -164,7 +173,8 @@ class BlockScorer:
         if fn is None:
             return None
         span = span_replaced(self.model, block.modules[0], block.modules[-1], fn)
-        with span, eval_mode(self.model), torch.no_grad():
+        bn = adapted_bn(self.model, self.batches) if self.adapt_bn else contextlib.nullcontext()
+        with span, bn, eval_mode(self.model), torch.no_grad():
             return [first_tensor(run(self.model, b.inputs)) for b in self.batches]
 
     def _loss(self, block: Block) -> float:

@@ -18,7 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from netsculpt.calibration import first_tensor, run, span_replaced
+from netsculpt.calibration import as_batches, first_tensor, run, span_replaced
+from netsculpt.calibration.bn import batchnorms, recalibrate_bn, save_bn
 from netsculpt.errors import InputError, VerificationError
 from netsculpt.graph.blocks import Block, find_blocks
 from netsculpt.graph.capture import Captured, capture
@@ -37,6 +38,8 @@ class CutConfig:
 
     ``criterion``: a block criterion of :mod:`netsculpt.importance.blocks`, or the baselines
     ``"random"`` / ``"last"`` (drop the deepest removable blocks).
+    ``recalibrate_bn``: with ``data``, re-estimate BatchNorm running statistics on it after the
+    cut (and inside the ablations that score blocks, so scores measure that network).
     """
 
     threshold: float | None = None
@@ -50,6 +53,7 @@ class CutConfig:
     max_batches: int = 8
     train_steps: int = 200
     seed: int = 0
+    recalibrate_bn: bool = True
 
 
 def cut(
@@ -66,8 +70,12 @@ def cut(
     protect: list[str] | tuple[str, ...] = (),
     max_batches: int = 8,
     seed: int = 0,
+    recalibrate_bn: bool = True,
 ) -> Report:
     """Remove blocks in place (the seed's 剪切) and return a Report of what went and how.
+
+    With ``data``, BatchNorm running statistics are re-estimated on it after the cut
+    (``recalibrate_bn=False`` keeps the old ones) and block scores are measured the same way.
 
     Example::
 
@@ -77,7 +85,7 @@ def cut(
     config = CutConfig(
         threshold=threshold, count=count, blocks=tuple(blocks), criterion=criterion,
         iterative=iterative, bridge=bridge, protect=tuple(protect), max_batches=max_batches,
-        seed=seed,
+        seed=seed, recalibrate_bn=recalibrate_bn,
     )  # fmt: skip
     return apply_cut(model, example_inputs, config, data)
 
@@ -153,6 +161,8 @@ def apply_cut(model: nn.Module, example_inputs: Any, config: CutConfig, data: An
             )
         else:
             _one_shot(model, example_inputs, config, data, blocks, undo, removed, notes, all_scores)
+        if removed:
+            _recalibrate(model, config, data, undo, notes)
     except Exception:
         undo.restore()
         raise
@@ -183,7 +193,7 @@ def _one_shot(model, example_inputs, config, data, blocks, undo, removed, notes,
     needs_data = config.criterion not in BASELINES or any(b.how.startswith("bridge") for b in cands)
     if needs_data:
         scorer = BlockScorer(model, example_inputs, data, blocks, max_batches=config.max_batches,
-                             ridge=config.ridge)  # fmt: skip
+                             ridge=config.ridge, adapt_bn=config.recalibrate_bn)  # fmt: skip
     if config.blocks:
         chosen = list(config.blocks)
     else:
@@ -210,7 +220,7 @@ def _iterative(model, example_inputs, config, data, blocks, undo, removed, notes
         if not cands:
             break
         scorer = BlockScorer(model, example_inputs, data, blocks, max_batches=config.max_batches,
-                             ridge=config.ridge)  # fmt: skip
+                             ridge=config.ridge, adapt_bn=config.recalibrate_bn)  # fmt: skip
         scores = _scores(scorer, cands, config)
         if not removed:
             all_scores.update(scores)
@@ -221,6 +231,22 @@ def _iterative(model, example_inputs, config, data, blocks, undo, removed, notes
         line = _remove(model, example_inputs, block, scorer, config, undo)
         removed.append(_entry(block, scores[block.name], line))
         notes.append(f"round {len(removed)}: {line}")
+        if limit is None or len(removed) < limit:  # the next round scores the network it gets
+            _recalibrate(model, config, data, undo, None)
+
+
+def _recalibrate(model: nn.Module, config: CutConfig, data: Any, undo: Undo, notes) -> None:
+    """Re-estimate BatchNorm statistics of the cut model on the calibration data (undoable)."""
+    if not config.recalibrate_bn or data is None or not batchnorms(model):
+        return
+    undo.later(save_bn(model))
+    batches = as_batches(data, None, config.max_batches)
+    n = recalibrate_bn(model, batches)
+    if notes is not None:
+        notes.append(
+            f"BatchNorm running statistics re-estimated on {len(batches)} calibration batches "
+            f"({n} layers; recalibrate_bn=False keeps the old ones)"
+        )
 
 
 def _entry(block: Block, score: float | None, line: str) -> dict[str, Any]:
