@@ -1,13 +1,13 @@
 """Depth surgery evidence (issue 3): cut criteria vs random / drop-last, grow vs train longer,
 bridge vs no bridge. Writes its tables into benchmarks/RESULTS.md (section cut_grow).
 
-    .venv/bin/python benchmarks/cut_grow.py            # ~20 min on one CPU thread
+    .venv/bin/python benchmarks/cut_grow.py --jobs 2   # ~25 min on two CPU threads
 """
 
 from __future__ import annotations
 
 import copy
-import math
+import functools
 import statistics
 import sys
 import time
@@ -135,12 +135,41 @@ def _mean_sd(values: list[float]) -> str:
 
 BASE_EPOCHS, BASE_LR = 15, 3e-3  # the base model: trained to convergence (cosine decay to 0)
 HEAL_STEPS, HEAL_LR = 50, 3e-4  # the short heal: 50 batches of 64 (< 1 epoch), constant lr
+WIDTHS = {"wide": (16, 32, 64), "narrow": (8, 16, 32)}
+BIG_TEST = 20_000  # extra mnist1d test samples, drawn with another generator seed
 
 
-def base_model(seed: int, epochs: int = BASE_EPOCHS) -> nn.Module:
+@functools.cache
+def big_test() -> tuple[torch.Tensor, torch.Tensor]:
+    """``BIG_TEST`` fresh MNIST-1D samples (the package's generator, seed 43 instead of 42: the
+    same templates and noise model, different draws): 750 test samples give a standard error of
+    0.005 at 98 %, larger than the differences between the cut rules after a heal."""
+    import random
+
+    import numpy as np
+    from mnist1d.data import get_dataset_args, make_dataset
+
+    args = get_dataset_args()
+    args.num_samples, args.seed, args.train_split = BIG_TEST, 43, 0.0
+    np_state, py_state = np.random.get_state(), random.getstate()
+    try:
+        d = make_dataset(args)
+    finally:
+        np.random.set_state(np_state)
+        random.setstate(py_state)
+    return torch.tensor(d["x_test"], dtype=torch.float32), torch.tensor(d["y_test"])
+
+
+@torch.no_grad()
+def big_accuracy(model: nn.Module) -> float:
+    x, y = big_test()
+    return float((model.eval()(x).argmax(-1) == y).float().mean())
+
+
+def base_model(seed: int, epochs: int = BASE_EPOCHS, widths: tuple = WIDTHS["wide"]) -> nn.Module:
     """The ResCNN1D the cut starts from, trained to convergence on mnist1d."""
     torch.manual_seed(seed)
-    model = ResCNN1D()
+    model = ResCNN1D(widths)
     train(model, "mnist1d", epochs, lr=BASE_LR, seed=seed, cosine=True)
     return model
 
@@ -150,179 +179,154 @@ def heal(model: nn.Module, seed: int, steps: int = HEAL_STEPS) -> None:
     train(model, "mnist1d", 0, lr=HEAL_LR, seed=seed, steps=steps)
 
 
-def cut_table(epochs: int = BASE_EPOCHS, heal_steps: int = HEAL_STEPS, n: int = 3,
-              draws: int = 3, seeds: tuple = CUT_SEEDS) -> str:  # fmt: skip
+CUT_COLUMNS = ("before heal", "before heal, stale BN statistics", "after heal")
+
+
+def cut_rules(default: str) -> list[tuple[str, dict]]:
+    rules = [
+        ("kl", dict(criterion="kl")),
+        ("loss", dict(criterion="loss")),
+        ("kl, iterative", dict(criterion="kl", iterative=True)),
+        ("loss, iterative (SLEB)", dict(criterion="loss", iterative=True)),
+        ("influence (ShortGPT)", dict(criterion="influence")),
+        ("angular (Gromov, n=1)", dict(criterion="angular")),
+        ("gate-Taylor", dict(criterion="taylor")),
+    ]
+    return [
+        (f"{default} (default)", dict(criterion=default)),
+        *[(label, kw) for label, kw in rules if kw != dict(criterion=default)],
+        ("kl scored on stale BN statistics (recalibrate_bn=False)",
+         dict(criterion="kl", recalibrate_bn=False)),
+        ("drop last n", dict(criterion="last")),
+        ("drop last n, keep the final block", dict(blocks=["stage3.0", "stage3.1", "stage3.2"])),
+    ]  # fmt: skip
+
+
+def cut_rows(width: str, seeds: tuple = CUT_SEEDS, n: int = 3, draws: int = 3) -> dict:
+    """Every rule on every seed's base model of one width: ``{label: [per-seed result]}``."""
+    torch.set_num_threads(1)
     x = torch.randn(1, 40)
     data = calib("mnist1d")
     default = CutConfig().criterion
-    configs = [
-        (f"{default} (default)", dict(criterion=default)),
-        *[
-            (label, kw)
-            for label, kw in [
-                ("kl", dict(criterion="kl")),
-                ("loss", dict(criterion="loss")),
-                ("kl, iterative", dict(criterion="kl", iterative=True)),
-                ("loss, iterative (SLEB)", dict(criterion="loss", iterative=True)),
-                ("influence (ShortGPT)", dict(criterion="influence")),
-                ("angular (Gromov, n=1)", dict(criterion="angular")),
-                ("gate-Taylor", dict(criterion="taylor")),
-            ]
-            if kw != dict(criterion=default)
-        ],
-        ("drop last n", dict(criterion="last")),
-        ("drop last n, keep the final block", dict(blocks=["stage3.0", "stage3.1", "stage3.2"])),
-    ]
-    res: dict[str, list] = {label: [] for label, _ in configs}
-    res["random"] = []
-    originals, orig_bn, control, p_orig = [], [], [], 0
+    rules = cut_rules(default)
+    res: dict[str, list] = {label: [] for label, _ in rules}
+    res["random"], res["original"], res["control"] = [], [], []
     for seed in seeds:
-        base = base_model(seed, epochs)
-        originals.append(accuracy(base, "mnist1d"))
-        orig_bn.append(bn_reestimated_accuracy(base, data))
-        p_orig = params(base)
+        base = base_model(seed, widths=WIDTHS[width])
+        acc = big_accuracy(base)
+        res["original"].append(dict(acc=(acc, acc, None), params=params(base), gone=""))
         healed = copy.deepcopy(base)
-        heal(healed, seed, heal_steps)
-        control.append(accuracy(healed, "mnist1d"))
-        print(seed, "original", originals[-1], "original + heal", control[-1], flush=True)
-        for label, kw in configs:
-            res[label].append(run_cut(base, x, data, n, kw, heal_steps, seed))
-            print(seed, label, res[label][-1], flush=True)
+        heal(healed, seed)
+        res["control"].append(dict(acc=(None, None, big_accuracy(healed)), params=params(base),
+                                   small=accuracy(healed, "mnist1d"), gone=""))  # fmt: skip
+        for label, kw in rules:
+            res[label].append(run_cut(base, x, data, n, kw, seed))
         for d in range(draws):
             kw = dict(criterion="random", seed=100 * seed + d)
-            res["random"].append(run_cut(base, x, data, n, kw, heal_steps, seed))
-        print(seed, "random", res["random"][-draws:], flush=True)
-    rows = [
-        f"| original (12 blocks) | – | {p_orig:,} | {_mean_sd(originals)} | "
-        f"{_mean_sd(orig_bn)} | – |",
-        f"| original + the same heal (control, nothing cut) | – | {p_orig:,} | – | – | "
-        f"{_mean_sd(control)} |",
-    ]
-    for label in [*res]:
-        r = res[label]
-        if label == "random":
-            label = f"random ({draws} draws per seed, {len(r)} in all)"
-        gones = [row[2] for row in r]
-        gone = "–" if "random" in label else " / ".join(dict.fromkeys(gones))
-        ps = [row[3] for row in r]
-        pc = f"{ps[0]:,}" if len(set(ps)) == 1 else f"{statistics.mean(ps):,.0f} (mean)"
-        rows.append(
-            f"| {label} | {gone} | {pc} | {_mean_sd([row[0] for row in r])} | "
-            f"{_mean_sd([row[4] for row in r])} | {_mean_sd([row[1] for row in r])} |"
-        )
-    head = (
-        f"ResCNN1D (defined in the script: stem conv → 3 stages × 4 pre-activation residual "
-        f"blocks, 16/32/64 channels at length 40/20/10, BN, global average pool, linear head) "
-        f"trained to convergence on mnist1d: {epochs} epochs, Adam lr {BASE_LR:g} with cosine "
-        f"decay to 0, batch 64; seeds {', '.join(map(str, seeds))}. Remove n={n} of the 12 "
-        f"blocks (1/4) by each rule; calibration 8×128 train samples. Heal = {heal_steps} steps "
-        f"of Adam (batch 64, {heal_steps * 64:,} samples, under one epoch of the 3,500) at a "
-        f"constant lr {HEAL_LR:g}, BN in train mode, the same for every row; the control row "
-        f"gives the same heal to the uncut model, so a heal that only trained an under-trained "
-        f"model further would show there. Test accuracy (750 samples), mean ± std over the "
-        f"{len(seeds)} trained models (random: over all draws). Blocks removed: `stage.block`, "
-        f"the distinct lists over the seeds. Diagnostic column: the cut model with only its "
-        f"BatchNorm running statistics re-estimated on the 8 calibration batches (no weight "
-        f"change, not part of the heal). Rows remove the same number of blocks, not the "
-        f"same parameters: a stage-3 block holds 4× the parameters of a stage-2 block.\n\n"
-        "| criterion | blocks removed (per seed, distinct) | params after | acc before heal | "
-        "acc, BN statistics re-estimated only | acc after heal |\n|---|---|---|---|---|---|\n"
-    )
-    verdict = cut_verdict(res, f"{default} (default)", originals, control, p_orig)
-    return head + "\n".join(rows) + "\n\n" + verdict
+            res["random"].append(run_cut(base, x, data, n, kw, seed) | dict(seed=seed))
+        print(width, seed, {k: v[-1]["acc"] for k, v in res.items()}, flush=True)
+    return res
 
 
-def cut_verdict(
-    res: dict[str, list],
-    default: str,
-    originals: list[float],
-    control: list[float],
-    p_orig: int,
-) -> str:
-    """Does the default beat drop-last-n and random? Mean accuracy and per-seed wins; "beats"
-    means a higher mean and higher on every seed."""
-    d = res[default]
-    out = []
-    after: dict[str, bool] = {}
-    for other in ("drop last n", "drop last n, keep the final block", "random"):
-        o = res[other]
-        if other == "random":  # per seed: the mean over that seed's draws
-            k = len(o) // len(d)
-            chunks = [o[j * k : (j + 1) * k] for j in range(len(d))]
-            o = [{i: statistics.mean(r[i] for r in c) for i in (0, 1, 4)} for c in chunks]
-        parts = []
-        stages = ((0, "before heal"), (4, "with BN statistics re-estimated only"),
-                  (1, "after heal"))  # fmt: skip
-        for i, stage in stages:
-            dm, om = statistics.mean(r[i] for r in d), statistics.mean(r[i] for r in o)
-            wins = sum(a[i] > b[i] for a, b in zip(d, o, strict=True))
-            ties = sum(a[i] == b[i] for a, b in zip(d, o, strict=True))
-            verdict = "beats" if dm > om and wins == len(d) else "does not beat"
-            if i == 1:
-                after[other] = verdict == "beats"
-            tie = f", equal on {ties}" if ties else ""
-            parts.append(
-                f"{stage} it {verdict} {other} ({dm:.3f} vs {om:.3f}; higher on {wins} of "
-                f"{len(d)} seeds{tie})"
-            )
-        out.append(f"- {default} vs {other}: " + "; ".join(parts) + ".")
-    kept = {k: statistics.mean(r[3] for r in res[k]) for k in (default, "drop last n")}
-    gone = {k: p_orig - v for k, v in kept.items()}
-    out.append(
-        f"- Parameters: drop last n removes {gone['drop last n']:,.0f} parameters, the default "
-        f"{gone[default]:,.0f} (mean): {gone['drop last n'] / gone[default]:.1f}× as many, "
-        f"because the deepest blocks are the widest."
-    )
-    gain = statistics.mean(control) - statistics.mean(originals)
-    out.append(
-        f"- Control: the heal alone moves the uncut model from {statistics.mean(originals):.3f} "
-        f"to {statistics.mean(control):.3f} ({gain:+.3f}), so the base models are converged "
-        f"for this heal and what the heal recovers in the cut rows is the cut's damage."
-        if gain < 0.005
-        else f"- Control: the heal alone moves the uncut model from "
-        f"{statistics.mean(originals):.3f} to {statistics.mean(control):.3f} ({gain:+.3f}): "
-        f"the base models are not converged, and the after-heal column mixes repair with "
-        f"further training."
-    )
-    p = statistics.mean(r[1] for r in d)
-    out.append(
-        f"- Test-set noise: 750 test samples, so one sample is 0.0013 and the binomial standard "
-        f"error of an accuracy near {p:.3f} is {math.sqrt(p * (1 - p) / 750):.3f}."
-    )
-    met = after["drop last n"] and after["random"]
-    out.append(
-        f"- Issue 3 acceptance (the default beats random and drop-last-n after the same heal): "
-        f"**{'met' if met else 'not met'}**"
-        + ("." if met else f": after the heal the default "
-           f"{'beats' if after['random'] else 'does not beat'} random and "
-           f"{'beats' if after['drop last n'] else 'does not beat'} drop-last-n.")
-    )  # fmt: skip
-    return "\n".join(out)
-
-
-def run_cut(base, x, data, n, kw, heal_steps: int = HEAL_STEPS, seed: int = 0) -> tuple:
+def run_cut(base, x, data, n, kw, seed: int = 0) -> dict:
+    """Cut a copy (the rule's own ``recalibrate_bn``), then the same blocks with stale BN
+    statistics (a diagnostic), then heal the first copy."""
     model = copy.deepcopy(base)
     rep = ns.cut(model, x, data=data, **({} if "blocks" in kw else {"count": n}), **kw)
-    acc = accuracy(model, "mnist1d")
-    bn = bn_reestimated_accuracy(model, data)
-    heal(model, seed, heal_steps)
-    names = sorted(r["block"].removeprefix("stage") for r in rep.details["removed"])
-    return acc, accuracy(model, "mnist1d"), ", ".join(names), params(model), bn
+    gone = [r["block"] for r in rep.details["removed"]]
+    stale = copy.deepcopy(base)
+    ns.cut(stale, x, blocks=gone)  # no data: BatchNorm statistics left as trained
+    before = big_accuracy(model)
+    heal(model, seed)
+    names = ", ".join(sorted(g.removeprefix("stage") for g in gone))
+    return dict(acc=(before, big_accuracy(stale), big_accuracy(model)), params=params(model),
+                gone=names, small=accuracy(model, "mnist1d"))  # fmt: skip
 
 
-def bn_reestimated_accuracy(model: nn.Module, data: list) -> float:
-    """Diagnostic: test accuracy of a copy whose BatchNorm running statistics are re-estimated
-    on the calibration batches (no weight changes)."""
-    m = copy.deepcopy(model)
-    for mod in m.modules():
-        if isinstance(mod, nn.modules.batchnorm._BatchNorm):
-            mod.reset_running_stats()
-            mod.momentum = None  # cumulative average over the batches
-    m.train()
-    with torch.no_grad():
-        for xb, _ in data:
-            m(xb)
-    return accuracy(m, "mnist1d")
+def _per_seed(rows: list[dict], k: int) -> list[tuple]:
+    """Random rows: the mean over each seed's ``k`` draws, as one row per seed."""
+    chunks = [rows[j * k : (j + 1) * k] for j in range(len(rows) // k)]
+    return [tuple(statistics.mean(r["acc"][i] for r in c) for i in range(3)) for c in chunks]
+
+
+def cut_table(width: str, res: dict, seeds: tuple = CUT_SEEDS) -> tuple[str, str]:
+    default = f"{CutConfig().criterion} (default)"
+    orig, ctrl = res["original"], res["control"]
+    rows = [
+        f"| original (12 blocks) | – | {orig[0]['params']:,} | "
+        f"{_mean_sd([r['acc'][0] for r in orig])} | – | – | – |",
+        f"| original + the same heal (control, nothing cut) | – | {ctrl[0]['params']:,} | – | – | "
+        f"{_mean_sd([r['acc'][2] for r in ctrl])} | {_mean_sd([r['small'] for r in ctrl])} |",
+    ]
+    draws = len(res["random"]) // len(seeds)
+    for label, r in res.items():
+        if label in ("original", "control"):
+            continue
+        shown = f"random ({draws} draws per seed, {len(r)} in all)" if label == "random" else label
+        gone = "–" if label == "random" else " / ".join(dict.fromkeys(x["gone"] for x in r))
+        ps = [x["params"] for x in r]
+        pc = f"{ps[0]:,}" if len(set(ps)) == 1 else f"{statistics.mean(ps):,.0f} (mean)"
+        cols = " | ".join(_mean_sd([x["acc"][i] for x in r]) for i in range(3))
+        rows.append(f"| {shown} | {gone} | {pc} | {cols} | {_mean_sd([x['small'] for x in r])} |")
+    c1, c2, c3 = WIDTHS[width]
+    head = (
+        f"**{width}**: ResCNN1D with {c1}/{c2}/{c3} channels, {orig[0]['params']:,} parameters. "
+        "Accuracy on the 20,000 extra test samples, mean ± std over the "
+        f"{len(seeds)} trained models (random: over all draws); last column: after heal on the "
+        "built-in 750-sample test split.\n\n"
+        "| criterion | blocks removed (per seed, distinct) | params after | acc before heal | "
+        "acc before heal, stale BN statistics | acc after heal | after heal, 750-sample split |\n"
+        "|---|---|---|---|---|---|---|\n"
+    )
+    verdict, summary = cut_verdict(res, default, draws, width)
+    return head + "\n".join(rows) + "\n\n" + verdict, summary
+
+
+def cut_verdict(res: dict[str, list], default: str, draws: int, width: str) -> tuple[str, str]:
+    """Does the default beat drop-last-n and random? "beats": a higher mean and higher on every
+    seed; the paired difference (mean ± std over seeds) says by how much."""
+    d = [r["acc"] for r in res[default]]
+    ctrl = [r["acc"][2] for r in res["control"]]
+    out, after = [], {}
+    for other in ("drop last n", "drop last n, keep the final block", "random"):
+        o = _per_seed(res[other], draws) if other == "random" else [r["acc"] for r in res[other]]
+        parts = []
+        for i, stage in ((0, "before heal"), (2, "after heal")):
+            diffs = [a[i] - b[i] for a, b in zip(d, o, strict=True)]
+            wins, ties = sum(x > 0 for x in diffs), sum(x == 0 for x in diffs)
+            beats = statistics.mean(diffs) > 0 and wins == len(d)
+            if i == 2:
+                after[other] = beats
+            tie = f", equal on {ties}" if ties else ""
+            parts.append(
+                f"{stage} it {'beats' if beats else 'does not beat'} {other} "
+                f"({statistics.mean(a[i] for a in d):.3f} vs {statistics.mean(b[i] for b in o):.3f}"
+                f", difference {_mean_sd(diffs)}; higher on {wins} of {len(d)} seeds{tie})"
+            )
+        out.append(f"- {default} vs {other}: " + "; ".join(parts) + ".")
+    last = [r["acc"][2] for r in res["drop last n"]]
+    gap = [c - a for c, a in zip(ctrl, last, strict=True)]
+    out.append(
+        f"- Ceiling: after the heal, drop last n is {_mean_sd(gap)} below the control (the uncut "
+        f"model given the same heal); the default is "
+        f"{_mean_sd([c - a[2] for c, a in zip(ctrl, d, strict=True)])} below it."
+    )
+    kept = {k: statistics.mean(r["params"] for r in res[k]) for k in (default, "drop last n")}
+    p0 = res["original"][0]["params"]
+    out.append(
+        f"- Parameters removed: drop last n {p0 - kept['drop last n']:,.0f}, the default "
+        f"{p0 - kept[default]:,.0f} (mean), because the deepest blocks are the widest."
+    )
+    met = after["drop last n"] and after["random"]
+    gap_d = statistics.mean(c - a[2] for c, a in zip(ctrl, d, strict=True))
+    summary = f"{width} model **{'met' if met else 'not met'}**" + (
+        ""
+        if met
+        else f" (after the heal drop last n is {statistics.mean(gap):.3f} and the default "
+        f"{gap_d:.3f} below the uncut model given the same heal: no rule can beat drop last n "
+        f"by more than {statistics.mean(gap):.3f} there)"
+    )
+    return "\n".join(out), summary
 
 
 # -- 2. grow -----------------------------------------------------------------------------------
@@ -426,16 +430,46 @@ def bridge_table(epochs: int = 30, heal_epochs: int = 2) -> str:
     return head + "\n".join(rows)
 
 
+CUT_PROTOCOL = (
+    "ResCNN1D (defined in the script: stem conv → 3 stages × 4 pre-activation residual blocks at "
+    "length 40/20/10, BN, global average pool, linear head) at two widths, each trained to "
+    f"convergence on mnist1d: {BASE_EPOCHS} epochs, Adam lr {BASE_LR:g} with cosine decay to 0, "
+    f"batch 64; seeds {', '.join(map(str, CUT_SEEDS))}. Remove n=3 of the 12 blocks (1/4) by each "
+    "rule with `ns.cut(..., data=calib)`, calibration 8×128 train samples; `ns.cut` re-estimates "
+    "BatchNorm statistics on them for every rule (the baselines included). Heal = "
+    f"{HEAL_STEPS} steps of Adam (batch 64, {HEAL_STEPS * 64:,} samples, under one epoch of the "
+    f"3,500) at a constant lr {HEAL_LR:g}, BN in train mode, the same for every row; the control "
+    "row gives the same heal to the uncut model. Diagnostic column: the same blocks removed with "
+    "the BatchNorm statistics left as trained (what a cut without re-estimation delivers). Rows "
+    "remove the same number of blocks, not the same parameters: a stage-3 block holds 4× the "
+    "parameters of a stage-2 block. Test accuracy on 20,000 extra MNIST-1D samples (the "
+    "package's generator with seed 43: standard error 0.0013 at 96 %)."
+)
+
+
 def main() -> None:
+    from concurrent.futures import ProcessPoolExecutor
+
     torch.set_num_threads(1)
     t0 = time.time()
+    jobs = int(sys.argv[sys.argv.index("--jobs") + 1]) if "--jobs" in sys.argv else 1
+    with ProcessPoolExecutor(jobs) as pool:
+        futures = {w: pool.submit(cut_rows, w) for w in WIDTHS}
+        grow, bridge = grow_table(), bridge_table()
+        tables = {w: cut_table(w, f.result()) for w, f in futures.items()}
+    verdict = (
+        "Issue 3 acceptance (the default beats random and drop-last-n after the same heal, "
+        "higher on every seed): " + "; ".join(t[1] for t in tables.values()) + "."
+    )
     parts = [
         "## Cut and grow (issue 3)\n",
-        f"`benchmarks/cut_grow.py`, torch {torch.__version__}, CPU, 1 thread.\n",
-        "### Cut: criteria vs random vs drop-last-n\n", cut_table(), "",
+        f"`benchmarks/cut_grow.py --jobs {jobs}`, torch {torch.__version__}, CPU, 1 thread per "
+        f"job.\n",
+        "### Cut: criteria vs random vs drop-last-n\n", CUT_PROTOCOL + "\n",
+        *[t[0] + "\n" for t in tables.values()], verdict, "",
         "### Grow: deeper / wider at where=auto vs training longer vs a random place\n",
-        grow_table(), "",
-        "### Bridge vs no bridge (before any heal)\n", bridge_table(), "",
+        grow, "",
+        "### Bridge vs no bridge (before any heal)\n", bridge, "",
         f"_{time.time() - t0:.0f} s_",
     ]  # fmt: skip
     section = "\n".join(parts)
