@@ -18,6 +18,7 @@ from torch import nn
 
 import netsculpt as ns
 from netsculpt.data import load_dataset, make_loader
+from netsculpt.data.datasets import mnist1d_samples
 from netsculpt.data.models import ResidualMLP, SeedMLP
 from netsculpt.graph.blocks import find_blocks
 from netsculpt.ops.cut import CutConfig
@@ -144,20 +145,8 @@ def big_test() -> tuple[torch.Tensor, torch.Tensor]:
     """``BIG_TEST`` fresh MNIST-1D samples (the package's generator, seed 43 instead of 42: the
     same templates and noise model, different draws): 750 test samples give a standard error of
     0.005 at 98 %, larger than the differences between the cut rules after a heal."""
-    import random
-
-    import numpy as np
-    from mnist1d.data import get_dataset_args, make_dataset
-
-    args = get_dataset_args()
-    args.num_samples, args.seed, args.train_split = BIG_TEST, 43, 0.0
-    np_state, py_state = np.random.get_state(), random.getstate()
-    try:
-        d = make_dataset(args)
-    finally:
-        np.random.set_state(np_state)
-        random.setstate(py_state)
-    return torch.tensor(d["x_test"], dtype=torch.float32), torch.tensor(d["y_test"])
+    x, y = mnist1d_samples(BIG_TEST, seed=43)
+    return torch.from_numpy(x), torch.from_numpy(y)
 
 
 @torch.no_grad()

@@ -40,13 +40,30 @@ def _digits() -> tuple[np.ndarray, np.ndarray]:
 
 
 def _mnist1d() -> tuple[np.ndarray, np.ndarray]:
-    """Generate MNIST-1D with the package's default args (``make_dataset``, no download)."""
+    return mnist1d_samples()
+
+
+def mnist1d_samples(
+    num_samples: int | None = None, seed: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Generate MNIST-1D (``make_dataset``, no download): the package's default args (5,000
+    samples, seed 42: the built-in data set), or ``num_samples`` / ``seed`` instead, e.g. a
+    larger independent test set. Cached on disk under the args' digest.
+
+    >>> x, y = mnist1d_samples(20, seed=7)
+    >>> x.shape, x.dtype.name, y.dtype.name
+    ((20, 40), 'float32', 'int64')
+    """
     import random
 
     # mnist1d imports matplotlib at top level; the generator itself only needs numpy/scipy
     from mnist1d.data import get_dataset_args, make_dataset
 
     args = get_dataset_args()
+    if num_samples is not None:
+        args.num_samples = num_samples
+    if seed is not None:
+        args.seed = seed
     key_args = {k: v for k, v in vars(args).items() if k != "url"}
     digest = hashlib.sha1(json.dumps(key_args, sort_keys=True).encode()).hexdigest()[:10]
     path = cache_dir() / f"mnist1d_{args.seed}_{digest}.npz"
