@@ -52,6 +52,19 @@ def test_mnist1d_generation_is_local_cached_and_keeps_global_rng(tmp_path, monke
     assert torch.equal(load_dataset("mnist1d", "test").tensors[0], x)
 
 
+def test_mnist1d_samples_other_size_and_seed_are_their_own_draw(tmp_path, monkeypatch):
+    from netsculpt.data.datasets import mnist1d_samples
+
+    monkeypatch.setenv("NETSCULPT_CACHE", str(tmp_path))
+    x, y = mnist1d_samples(60, seed=43)
+    assert x.shape == (60, 40) and x.dtype == np.float32 and y.dtype == np.int64
+    assert np.bincount(y).tolist() == [6] * 10  # the generator balances the classes
+    other = mnist1d_samples(60, seed=44)[0]
+    assert not np.array_equal(x, other)
+    assert sorted(p.name.split("_")[1] for p in tmp_path.iterdir()) == ["43", "44"]
+    assert np.array_equal(mnist1d_samples(60, seed=43)[0], x)  # from the cache
+
+
 def test_loader_order_depends_on_seed_only():
     ds = load_dataset("digits", "train")
     first = [next(iter(make_loader(ds, 16, shuffle=True, seed=1)))[1] for _ in range(2)]
