@@ -161,3 +161,19 @@ def test_cli_keep_bn_stats(tmp_path):
     args = ["cut", "mnist1d-cnn", "--data", "mnist1d", "--count", "1", "-o", str(out)]
     assert main([*args, "--keep-bn-stats"]) == 0
     assert any(out.iterdir())
+
+
+def test_calibration_data_is_read_once():
+    """Scores and the re-estimation use the same batches, even from a one-pass iterable."""
+
+    class OnePass:
+        def __init__(self, items: list) -> None:
+            self.items, self.passes = items, 0
+
+        def __iter__(self):
+            self.passes += 1
+            return iter(self.items)
+
+    data = OnePass(_data())
+    rep = ns.cut(_net(), torch.randn(2, 20), data=data, count=2, iterative=True)
+    assert data.passes == 1 and len(rep.details["removed"]) == 2

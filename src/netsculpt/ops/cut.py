@@ -149,6 +149,9 @@ def apply_cut(model: nn.Module, example_inputs: Any, config: CutConfig, data: An
             f"cut: count={config.count} but only {len(cands)} blocks can be removed "
             f"({', '.join(b.name for b in cands) or 'none'})"
         )
+    # read the calibration data once: every scorer and the BatchNorm re-estimation see the same
+    # batches, so a block's score is measured on the batches the delivered model is fitted to
+    data = as_batches(data, None, config.max_batches) if data is not None else None
     before = snapshot(model, cap)
     undo = Undo(model)
     removed: list[dict[str, Any]] = []
@@ -235,16 +238,15 @@ def _iterative(model, example_inputs, config, data, blocks, undo, removed, notes
             _recalibrate(model, config, data, undo, None)
 
 
-def _recalibrate(model: nn.Module, config: CutConfig, data: Any, undo: Undo, notes) -> None:
+def _recalibrate(model: nn.Module, config: CutConfig, data: list | None, undo: Undo, notes) -> None:
     """Re-estimate BatchNorm statistics of the cut model on the calibration data (undoable)."""
     if not config.recalibrate_bn or data is None or not batchnorms(model):
         return
     undo.later(save_bn(model))
-    batches = as_batches(data, None, config.max_batches)
-    n = recalibrate_bn(model, batches)
+    n = recalibrate_bn(model, data)
     if notes is not None:
         notes.append(
-            f"BatchNorm running statistics re-estimated on {len(batches)} calibration batches "
+            f"BatchNorm running statistics re-estimated on {len(data)} calibration batches "
             f"({n} layers; recalibrate_bn=False keeps the old ones)"
         )
 
