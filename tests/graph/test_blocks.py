@@ -89,3 +89,10 @@ def test_bridge_dim():
     assert bridge_dim((4, 64), (4, 32)) == -1
     assert bridge_dim((2, 8, 5, 5), (2, 16, 5, 5)) == 1
     assert bridge_dim((2, 8, 6, 6), (2, 16, 3, 3)) is None
+
+
+def test_bridge_dim_is_the_layers_feature_dim():
+    assert bridge_dim((2, 8, 6), (2, 8, 3)) == -1  # from the shapes alone: looks like a Linear
+    assert bridge_dim((2, 8, 6), (2, 8, 3), feature_dim=1) is None  # a strided conv: no bridge
+    assert bridge_dim((2, 8, 6), (2, 16, 6), feature_dim=1) == 1
+    assert bridge_dim((4, 10, 64), (4, 10, 32), feature_dim=-1) == -1

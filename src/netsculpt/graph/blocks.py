@@ -360,14 +360,27 @@ def _carried_state(model: nn.Module, container: str, ins: list, outs: list):
     return same[0] if len(same) == 1 else None
 
 
-def bridge_dim(in_shape: tuple, out_shape: tuple) -> int | None:
-    """The feature dim a bridge maps (-1: Linear, 1: 1x1 conv), or None if others differ."""
+def _changed(in_shape: tuple, out_shape: tuple) -> list[int] | None:
+    """The dims whose sizes differ (None: different ranks)."""
     if len(in_shape) != len(out_shape):
         return None
-    diff = [i for i, (a, b) in enumerate(zip(in_shape, out_shape)) if a != b]
-    if diff == [len(in_shape) - 1]:
+    return [i for i, (a, b) in enumerate(zip(in_shape, out_shape)) if a != b]
+
+
+def bridge_dim(in_shape: tuple, out_shape: tuple, feature_dim: int | None = None) -> int | None:
+    """The feature dim a bridge maps (-1: Linear, 1: 1x1 conv), or None if others differ.
+    ``feature_dim``: the layer's own (``Block.feature_dim``), which must be the dim that
+    changes (a strided conv shortens its last dim, which no bridge maps); without it, the
+    dim is guessed from the shapes."""
+    diff = _changed(in_shape, out_shape)
+    if diff is None or len(diff) != 1:
+        return None
+    d, rank = diff[0], len(in_shape)
+    if feature_dim is not None and d != feature_dim % rank:
+        return None
+    if d == rank - 1:
         return -1
-    if diff == [1] and len(in_shape) in (3, 4, 5):
+    if d == 1 and rank in (3, 4, 5):
         return 1
     return None
 
@@ -379,11 +392,11 @@ def _plain_how(
         return "", "no parameters"
     if ishp == oshp:
         return "identity", ""
-    dim = bridge_dim(ishp, oshp)
+    dim = bridge_dim(ishp, oshp, fdim)
     if dim is None:
-        return "", f"shape {ishp} -> {oshp} changes more than the feature dim"
-    if dim % len(ishp) != fdim % len(ishp):  # e.g. a strided conv: only the length changes
-        return "", f"shape {ishp} -> {oshp} changes a spatial dim, not the channels"
+        one = len(_changed(ishp, oshp) or []) == 1
+        what = "a spatial dim, not the channels" if one else "more than the feature dim"
+        return "", f"shape {ishp} -> {oshp} changes {what}"
     bridge = ishp[dim] * oshp[dim] + oshp[dim]
     if bridge < params:
         return "bridge", ""
