@@ -1,7 +1,8 @@
 """Depth surgery evidence (issue 3): cut criteria vs random / drop-last, grow vs train longer,
 bridge vs no bridge. Writes its tables into benchmarks/RESULTS.md (section cut_grow).
 
-    .venv/bin/python benchmarks/cut_grow.py --jobs 2   # ~25 min on two CPU threads
+    .venv/bin/python benchmarks/cut_grow.py --jobs 2   # ~34 min on two CPU cores (the wide
+                                                       # model's 5 seeds are the long pole)
 """
 
 from __future__ import annotations
