@@ -17,9 +17,13 @@ from typing import Any
 
 __version__ = "0.1.0"
 
+# verbs made from the op registry (netsculpt.engine.registry): name -> op name
+_VERBS = {"prune"}
 # public name -> module that defines it
 _EXPORTS = {
-    "prune": "netsculpt.ops.prune",
+    "apply": "netsculpt.engine.verbs",
+    "Plan": "netsculpt.core.plan",
+    "Action": "netsculpt.core.plan",
     "cut": "netsculpt.ops.cut",
     "grow": "netsculpt.ops.grow",
     "merge": "netsculpt.ops.merge",
@@ -39,10 +43,16 @@ _EXPORTS = {
     "NetsculptError": "netsculpt.errors",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = sorted(set(_EXPORTS) | _VERBS)
 
 
 def __getattr__(name: str) -> Any:
+    if name in _VERBS:
+        from netsculpt.engine.verbs import verb
+
+        fn = verb(name)
+        globals()[name] = fn
+        return fn
     if name in _EXPORTS:
         return getattr(importlib.import_module(_EXPORTS[name]), name)
     raise AttributeError(f"module 'netsculpt' has no attribute {name!r}")

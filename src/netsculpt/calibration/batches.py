@@ -16,6 +16,7 @@ inputs or a mapping of keyword inputs. Data is a ``Dataset`` (wrapped in a ``Dat
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -23,6 +24,16 @@ from torch import nn
 
 from netsculpt.errors import InputError
 from netsculpt.utils import normalize_inputs
+
+DEFAULT_BATCH_SIZE = 64  # a Dataset is read in batches of this size, everywhere
+
+
+@dataclass
+class Batch:
+    """One calibration batch: model inputs (tensor / tuple / dict) and an optional target."""
+
+    inputs: Any
+    target: Any = None
 
 
 def to_device(obj: Any, device: torch.device | str) -> Any:
@@ -50,7 +61,7 @@ def split_batch(batch: Any) -> tuple[Any, Any]:
     return batch, None
 
 
-def loader(data: Any, batch_size: int = 64) -> Iterable:
+def loader(data: Any, batch_size: int = DEFAULT_BATCH_SIZE) -> Iterable:
     """An iterable of batches: a ``Dataset`` is wrapped in a ``DataLoader`` (in order)."""
     from torch.utils.data import DataLoader, Dataset, IterableDataset
 
@@ -66,13 +77,73 @@ def loader(data: Any, batch_size: int = 64) -> Iterable:
 
 
 def iter_batches(
-    data: Any, max_batches: int | None = None, batch_size: int = 64
+    data: Any, max_batches: int | None = None, batch_size: int = DEFAULT_BATCH_SIZE
 ) -> Iterator[tuple[Any, Any]]:
     """Yield ``(inputs, target_or_None)`` for at most ``max_batches`` batches of ``data``."""
     for i, batch in enumerate(loader(data, batch_size)):
         if max_batches is not None and i >= max_batches:
             return
-        yield split_batch(batch)
+        if isinstance(batch, Batch):
+            yield batch.inputs, batch.target
+        else:
+            yield split_batch(batch)
+
+
+def read_batches(
+    data: Any, max_batches: int | None = 8, batch_size: int = DEFAULT_BATCH_SIZE
+) -> list[Batch]:
+    """The one batch rule: at most ``max_batches`` batches of ``data`` (a Dataset is read in
+    batches of ``batch_size``), materialised once so every reader sees the same batches.
+    Empty data is an error."""
+    if max_batches is not None and (isinstance(max_batches, bool) or max_batches < 1):
+        raise InputError(f"max_batches must be a positive integer, got {max_batches!r}")
+    out = [Batch(x, y) for x, y in iter_batches(data, max_batches, batch_size)]
+    if not out:
+        raise InputError("calibration data is empty: it gave no batch")
+    return out
+
+
+def _named_tensors(obj: Any, prefix: str = "") -> dict[str, torch.Tensor]:
+    if isinstance(obj, torch.Tensor):
+        return {prefix or "input": obj}
+    out: dict[str, torch.Tensor] = {}
+    if isinstance(obj, Mapping):
+        for k, v in obj.items():
+            out.update(_named_tensors(v, f"{prefix}.{k}" if prefix else str(k)))
+    elif isinstance(obj, (list, tuple)):
+        for i, v in enumerate(obj):
+            out.update(_named_tensors(v, f"{prefix}[{i}]" if prefix else f"input[{i}]"))
+    return out
+
+
+def _feature_dim(t: torch.Tensor) -> int | None:
+    """The dim whose size a model's weights fix: features / channels (dim 1), or the last dim
+    of a (N, T, F) sequence; None for token ids and scalars."""
+    if not t.is_floating_point() or t.dim() < 2:
+        return None
+    return t.dim() - 1 if t.dim() == 3 else 1
+
+
+def check_batch(inputs: Any, example_inputs: Any, index: int = 0) -> None:
+    """A calibration batch must look like the example inputs: for every input they share, the
+    same number of dims, the same kind of dtype (floating / integer) and the same feature or
+    channel size. Raises a one-line InputError naming the batch, the input and both shapes."""
+    if example_inputs is None:
+        return
+    want, got = _named_tensors(example_inputs), _named_tensors(inputs)
+    if isinstance(example_inputs, torch.Tensor) or not isinstance(inputs, Mapping):
+        want, got = dict(list(want.items())[:1]), dict(list(got.items())[:1])
+    for name in want.keys() & got.keys() or list(zip(want, got))[:1]:
+        w, g = (want[name], got[name]) if isinstance(name, str) else (want[name[0]], got[name[1]])
+        label = name if isinstance(name, str) else name[0]
+        fd = _feature_dim(w)
+        bad = w.dim() != g.dim() or w.is_floating_point() != g.is_floating_point()
+        bad = bad or (fd is not None and w.shape[fd] != g.shape[fd])
+        if bad:
+            raise InputError(
+                f"data batch {index}: {label} has shape {tuple(g.shape)} and dtype {g.dtype}; "
+                f"the example inputs have {tuple(w.shape)} {w.dtype} (batch size may differ)"
+            )
 
 
 def run(model: nn.Module, inputs: Any) -> Any:

@@ -24,17 +24,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from netsculpt.calibration.batches import first_tensor, loader, run, split_batch
+from netsculpt.calibration.batches import Batch, first_tensor, read_batches, run
 from netsculpt.errors import InputError
 from netsculpt.utils import eval_mode
-
-
-@dataclass
-class Batch:
-    """One calibration batch: model inputs (tensor / tuple / dict) and an optional target."""
-
-    inputs: Any
-    target: Any = None
 
 
 @dataclass
@@ -54,14 +46,7 @@ def as_batches(data: Any, example_inputs: Any = None, max_batches: int | None = 
         if example_inputs is None:
             raise InputError("no calibration data: pass data=... (or example inputs)")
         return [Batch(example_inputs)]
-    out: list[Batch] = []
-    for item in loader(data, batch_size=128):
-        if max_batches is not None and len(out) >= max_batches:
-            break
-        out.append(item if isinstance(item, Batch) else Batch(*split_batch(item)))
-    if not out:
-        raise InputError("calibration data is empty")
-    return out
+    return read_batches(data, max_batches)
 
 
 def _primary_input(args: tuple, kwargs: dict) -> torch.Tensor | None:

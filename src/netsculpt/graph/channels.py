@@ -438,6 +438,8 @@ def _reshape_pieces(sin, sout):
 
 def _patterns(model: nn.Module, ignore) -> list[str]:
     names = {id(m): n for n, m in model.named_modules()}
+    if callable(ignore) and not isinstance(ignore, nn.Module):
+        ignore = [n for n, m in model.named_modules() if n and ignore(m, n)]
     out = []
     for item in ignore or []:
         if isinstance(item, nn.Module):
@@ -449,16 +451,19 @@ def _patterns(model: nn.Module, ignore) -> list[str]:
     return out
 
 
-def build_graph(model: nn.Module, example_inputs: Any, ignore=None) -> StructureGraph:
-    """Capture ``model`` and group its coupled channels.
+def build_graph(
+    model: nn.Module, example_inputs: Any, ignore=None, cap: Captured | None = None
+) -> StructureGraph:
+    """Capture ``model`` (or read ``cap``, an existing capture) and group its coupled channels.
 
-    ``ignore``: modules or name patterns (fnmatch) whose output channels stay untouched.
+    ``ignore``: modules, name patterns (fnmatch) or a ``filter_fn(module, name) -> bool``
+    (True: leave it untouched) whose output channels stay untouched.
 
     >>> g = build_graph(nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2)), torch.ones(1, 4))
     >>> [grp.size for grp in g.prunable_groups()]
     [8]
     """
-    cap = capture(model, example_inputs)
+    cap = cap if cap is not None else capture(model, example_inputs)
     patterns = _patterns(model, ignore)
     tr = Tracer(cap, patterns)
     tr.run()

@@ -1,39 +1,53 @@
-"""prune (剪枝): zero weights, remove neurons / channels / heads — a smaller model that runs."""
+"""prune (剪枝): zero weights, remove neurons / channels / heads — a smaller model that runs.
+
+Two configs: :class:`StructuredConfig` (remove whole channels through the coupled groups) and
+:class:`UnstructuredConfig` (zero weights, then remove the neurons that died). The op only
+plans: scores come from ``importance``, the plan is a list of ``remove_channels`` /
+``zero_weights`` actions, and the session's backend applies it.
+"""
 
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from torch import nn
 
-from netsculpt.errors import InputError
-from netsculpt.graph import build_graph
+from netsculpt.core.config import (
+    OpConfig,
+    budget,
+    fraction,
+    integer,
+    non_negative,
+    one_of,
+    option,
+)
+from netsculpt.core.errors import InputError, VerificationError
+from netsculpt.core.plan import Action, Plan
 from netsculpt.importance import ESTIMATORS, score_groups
 from netsculpt.ops import prune_plan as P
 from netsculpt.ops import prune_unstructured as U
-from netsculpt.report import Report, Snapshot, layer_sizes
-from netsculpt.surgery import remove_channels_safely
+
+PARTS = ("heads", "mlp", "hidden")
+
+
+def _importance(name: str, v: Any) -> None:
+    if v is None or callable(v):
+        return
+    if v not in ESTIMATORS and v != "magnitude":
+        raise InputError(f"unknown importance {v!r}; choose one of {', '.join(ESTIMATORS)}")
+
+
+def _targets(name: str, v: Any) -> None:
+    bad = [t for t in v or () if t not in PARTS]
+    if bad or not v:
+        raise InputError(f"{name} must be a non-empty subset of {PARTS}, got {tuple(v or ())}")
 
 
 @dataclass(frozen=True)
-class UnstructuredConfig:
-    """Zero individual weights: ``|w| < threshold``, the lowest ``sparsity`` fraction (per layer
-    or ``global_``), or an N:M ``pattern``; then remove neurons that died (``remove_dead``)."""
-
-    threshold: float | None = None
-    sparsity: float | None = None
-    pattern: str | None = None
-    global_: bool = False
-    importance: str = "magnitude"
-    remove_dead: bool = True
-    ignore: tuple = ()
-
-
-@dataclass(frozen=True)
-class StructuredConfig:
+class StructuredConfig(OpConfig):
     """Remove whole channels / neurons / heads through the coupled groups.
 
     ``amount``: the fraction of each group's channels removed (of the heads, for a head group);
@@ -42,52 +56,108 @@ class StructuredConfig:
     by searching the fraction. ``round_to``: kept counts are multiples of it.
     """
 
-    amount: float | None = None
-    importance: str = "l2"
-    global_: bool = False
-    target_macs: float | None = None
-    target_params: float | None = None
-    round_to: int | None = None
-    max_fraction: float = 0.9
-    uniform: bool = False
-    ignore: tuple = ()
-    seed: int = 0
+    amount: float | None = option(None, fraction(), "fraction of each group's channels removed")
+    importance: str | Callable | None = option(
+        None, _importance, "channel scores: a name or fn(model, group) -> scores; "
+        "default activation with data, else l2"
+    )  # fmt: skip
+    global_: bool = option(False, None, "rank channels across groups")
+    target_macs: float | None = option(None, budget(), "MACs budget (fraction ≤ 1, or a count)")
+    target_params: float | None = option(None, budget(), "params budget (fraction ≤ 1, or count)")
+    round_to: int | None = option(None, integer(1), "kept channel counts are multiples of N")
+    max_fraction: float = option(0.9, fraction(hi_closed=True), "most of a group removed")
+    uniform: bool = option(False, None, "equal counts per part and size (HF-compatible)")
+    targets: tuple[str, ...] = option(PARTS, _targets, "parts that may lose channels")
+    all_or_nothing: bool = option(False, None, "refuse the prune if a planned group breaks")
+    ignore: Any = option((), None, "modules to leave whole: names, globs, modules, filter_fn")
+    max_batches: int = option(16, integer(1), "calibration batches read (data-driven scores)")
+    batch_size: int | None = option(None, integer(1), "batch size when data is a Dataset")
+    seed: int = option(0, integer(0), "seed of every random choice")
 
 
-@dataclass
-class _Context:
-    model: nn.Module
-    example_inputs: Any
-    data: Any = None
-    notes: list[str] = field(default_factory=list)
+@dataclass(frozen=True)
+class UnstructuredConfig(OpConfig):
+    """Zero individual weights: ``|w| < threshold``, the lowest ``sparsity`` fraction (per layer
+    or ``global_``), or an N:M ``pattern``; then remove neurons that died (``remove_dead``)."""
+
+    threshold: float | None = option(None, non_negative(), "zero weights with |score| below this")
+    sparsity: float | None = option(None, fraction(), "fraction of weights to zero")
+    pattern: str | None = option(None, None, "N:M sparsity, e.g. 2:4")
+    global_: bool = option(False, None, "rank weights across layers")
+    importance: str = option("magnitude", one_of("magnitude", "l1", "l2", "activation"),
+                             "weight scores: magnitude or activation (Wanda)")  # fmt: skip
+    remove_dead: bool = option(True, None, "remove neurons left without weights")
+    ignore: Any = option((), None, "modules to leave whole: names, globs, modules, filter_fn")
+    max_batches: int = option(16, integer(1), "calibration batches read (activation)")
+    batch_size: int | None = option(None, integer(1), "batch size when data is a Dataset")
+    seed: int = option(0, integer(0), "seed of every random choice")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.threshold is None and self.sparsity is None and self.pattern is None:
+            raise InputError("nothing to prune: pass amount=, sparsity=, threshold= or pattern=")
+        if self.pattern is not None:
+            U.parse_pattern(self.pattern)
 
 
-def prune(
-    model: nn.Module,
-    example_inputs: Any,
-    *,
-    amount: float | None = None,
-    sparsity: float | None = None,
-    threshold: float | None = None,
-    pattern: str | None = None,
-    structured: bool | None = None,
-    importance: str | None = None,
-    global_: bool = False,
-    target_macs: float | None = None,
-    target_params: float | None = None,
-    round_to: int | None = None,
-    uniform: bool = False,
-    ignore: list | tuple = (),
-    data: Any = None,
-    remove_dead: bool = True,
-    seed: int = 0,
-) -> Report:
+CONFIGS = (StructuredConfig, UnstructuredConfig)
+
+
+def choose(overrides: dict[str, Any]) -> type:
+    """Structured when ``amount`` / ``target_*`` is given or ``structured=True``; unstructured
+    for ``threshold`` / ``pattern`` / ``sparsity`` without it."""
+    structured = overrides.get("structured")
+    if structured is None:
+        keys = ("amount", "target_macs", "target_params")
+        structured = any(overrides.get(k) is not None for k in keys)
+    return StructuredConfig if structured else UnstructuredConfig
+
+
+def prepare(cls: type, overrides: dict[str, Any]) -> dict[str, Any]:
+    """Keyword forms the configs accept: ``sparsity=`` as a structured amount, ``ignore`` and
+    ``targets`` as tuples, and ``uniform`` refused for unstructured pruning."""
+    kw = {k: v for k, v in overrides.items() if v is not None or k in ("importance",)}
+    if cls is StructuredConfig:
+        if "sparsity" in kw:
+            kw.setdefault("amount", kw.pop("sparsity"))
+        if kw.get("remove_dead", True):
+            kw.pop("remove_dead", None)  # the default of the other mode: nothing to refuse
+        for k in ("threshold", "pattern", "remove_dead"):
+            if k in kw:
+                raise InputError(f"prune: {k}= is an unstructured option; drop amount/target_*")
+        if (
+            kw.get("amount") is None
+            and kw.get("target_macs") is None
+            and kw.get("target_params") is None
+        ):
+            raise InputError("structured pruning needs amount=, target_macs= or target_params=")
+        if "targets" in kw:
+            kw["targets"] = tuple(
+                [kw["targets"]] if isinstance(kw["targets"], str) else kw["targets"]
+            )
+    elif kw.pop("uniform", False):
+        raise InputError("uniform=True applies to structured pruning (amount= or target_*=)")
+    else:
+        for k in ("amount", "round_to", "target_macs", "target_params", "targets"):
+            kw.pop(k, None)
+        if kw.get("importance") is None:
+            kw.pop("importance", None)
+    if isinstance(kw.get("ignore"), list):
+        kw["ignore"] = tuple(kw["ignore"])
+    return kw
+
+
+def run(session: Any, cfg: Any) -> Any:
     """Prune ``model`` in place and return a :class:`~netsculpt.report.Report`.
 
     Structured (the default when ``amount`` / ``target_*`` is given, or ``structured=True``):
     remove channels, neurons and heads through the structure graph. Unstructured (``threshold``,
     ``pattern``, or ``sparsity`` without ``structured=True``): zero weights, keep masks so that
     fine-tuning cannot revive them, then physically remove neurons left without weights.
+
+    ``importance``: a registered name (l1, l2, taylor, activation, bn_scale, random) or any
+    callable ``fn(model, group) -> scores`` (one score per channel of the group, higher =
+    more important). Without it: ``activation`` when ``data`` is given, else ``l2``.
 
     ``uniform=True`` (structured): every group of the same part and size — each layer's heads,
     each layer's MLP channels, each residual stream — loses the same number of channels (the
@@ -97,169 +167,134 @@ def prune(
 
     >>> import torch, netsculpt as ns
     >>> m = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 2))
-    >>> rep = ns.prune(m, torch.randn(1, 8), amount=0.5)
-    >>> m[0].out_features
-    8
+    >>> rep = ns.prune(m, torch.ones(1, 8), amount=0.5)
+    >>> m[0].out_features, rep.plan.actions[0].kind
+    (8, 'remove_channels')
     """
-    ignore = _ignore_names(model, ignore)
-    if structured is None:
-        structured = amount is not None or target_macs is not None or target_params is not None
-    if structured:
-        frac = amount if amount is not None else sparsity
-        if frac is None and target_macs is None and target_params is None:
-            raise InputError("structured pruning needs amount=, target_macs= or target_params=")
-        cfg = StructuredConfig(
-            amount=frac,
-            importance=importance or "l2",
-            global_=global_,
-            target_macs=target_macs,
-            target_params=target_params,
-            round_to=round_to,
-            uniform=uniform,
-            ignore=tuple(ignore),
-            seed=seed,
-        )
-        _check_structured(cfg)
-        return _structured(_Context(model, example_inputs, data), cfg)
-    if uniform:
-        raise InputError("uniform=True applies to structured pruning (amount= or target_*=)")
-    if threshold is None and sparsity is None and pattern is None:
-        raise InputError("nothing to prune: pass amount=, sparsity=, threshold= or pattern=")
-    cfg = UnstructuredConfig(
-        threshold=threshold,
-        sparsity=sparsity,
-        pattern=pattern,
-        global_=global_,
-        importance=importance or "magnitude",
-        remove_dead=remove_dead,
-        ignore=tuple(ignore),
-    )
-    _check_unstructured(cfg)
-    return _unstructured(_Context(model, example_inputs, data), cfg)
+    if isinstance(cfg, UnstructuredConfig):
+        return _unstructured(session, cfg)
+    return _structured(session, cfg)
 
 
-def _ignore_names(model: nn.Module, ignore) -> list[str]:
-    names = {id(m): n for n, m in model.named_modules()}
+# -- structured ----------------------------------------------------------------------------------
+def importance_name(cfg: StructuredConfig, session: Any) -> str | Callable:
+    if cfg.importance is not None:
+        return cfg.importance
+    return "activation" if session.has_data else "l2"
+
+
+def scores_for(session: Any, importance: Any, groups: list, seed: int) -> dict[int, np.ndarray]:
+    """``{group id: scores}`` by a registered estimator or a callable ``fn(model, group)``."""
+    if callable(importance):
+        out = {}
+        for g in groups:
+            s = np.asarray(importance(session.model, g), dtype=np.float64).reshape(-1)
+            if s.shape != (g.size,) or not np.isfinite(s).all():
+                raise InputError(
+                    f"importance callable: {g.describe()} needs {g.size} finite scores, "
+                    f"got shape {s.shape}"
+                )
+            out[g.id] = s
+        return out
+    needs = getattr(ESTIMATORS.get(importance), "needs_data", False)
+    data = session.data_batches(f"importance '{importance}'" if needs else None)
+    return score_groups(importance, session.model, session.graph, groups, data=data, seed=seed)
+
+
+def channel_actions(graph: Any, plan: dict[int, np.ndarray], scores: dict) -> list[Action]:
+    """One ``remove_channels`` action per planned group, named by its anchor tensor."""
     out = []
-    for item in ignore or ():
-        if isinstance(item, nn.Module):
-            if id(item) not in names:
-                raise InputError("ignore= lists a module that is not part of this model")
-            out.append(names[id(item)])
-        elif isinstance(item, str):
-            out.append(item)
-        else:
-            raise InputError(f"ignore= takes modules or name patterns, got {type(item).__name__}")
+    for gid in sorted(plan):
+        g = graph.groups[gid]
+        ch = np.asarray(plan[gid], dtype=np.int64)
+        if not len(ch):
+            continue
+        s = scores.get(gid)
+        out.append(Action("remove_channels", {
+            "anchor": anchor(g), "channels": ch.tolist(), "size": g.size,
+            "group_kind": g.kind, "modules": g.modules,
+        }, None if s is None else float(np.mean(s[ch]))))  # fmt: skip
     return out
 
 
-def _fraction(name: str, v: float | None, upper: float = 1.0) -> None:
-    if v is not None and not (0 < v < upper):
-        raise InputError(f"{name} must be in (0, {upper:g}), got {v}")
+def anchor(group: Any) -> list:
+    """``[tensor, dim, first position of channel 0, of channel 1]`` of the group's first
+    producing parameter member: names the group in any capture of the same architecture."""
+    members = [m for m in group.members if m.kind == "param"] or list(group.members)
+    m = next((m for m in members if m.role == "out"), members[0])
+    p0, p1 = (np.nonzero(m.index_map == c)[0] for c in (0, 1))
+    return [m.tensor, m.dim, int(p0[0]) if len(p0) else -1, int(p1[0]) if len(p1) else -1]
 
 
-def _check_structured(cfg: StructuredConfig) -> None:
-    _fraction("amount", cfg.amount)
-    for name in ("target_macs", "target_params"):
-        v = getattr(cfg, name)
-        if v is not None and v <= 0:
-            raise InputError(f"{name} must be > 0 (a fraction ≤ 1 or an absolute count)")
-    if cfg.importance not in ESTIMATORS:
-        raise InputError(
-            f"unknown importance '{cfg.importance}'; choose one of {', '.join(ESTIMATORS)}"
-        )
-    if cfg.round_to is not None and cfg.round_to < 1:
-        raise InputError(f"round_to must be a positive integer, got {cfg.round_to}")
-
-
-def _check_unstructured(cfg: UnstructuredConfig) -> None:
-    _fraction("sparsity", cfg.sparsity)
-    if cfg.threshold is not None and cfg.threshold < 0:
-        raise InputError(f"threshold must be ≥ 0, got {cfg.threshold}")
-
-
-def _snapshot(model, graph, plan=None) -> Snapshot:
-    return Snapshot(params=graph.predict_params(model, plan), macs=graph.predict_macs(plan))
-
-
-def _structured(ctx: _Context, cfg: StructuredConfig) -> Report:
+def _structured(session: Any, cfg: StructuredConfig) -> Any:
     t0 = time.perf_counter()
-    model = ctx.model
-    graph = build_graph(model, ctx.example_inputs, ignore=list(cfg.ignore))
-    before = _snapshot(model, graph)
-    layers_before = layer_sizes(model)
-    groups = graph.prunable_groups()
-    scores = score_groups(cfg.importance, model, graph, groups, data=ctx.data, seed=cfg.seed)
+    model, graph = session.model, session.graph
+    before = session.snapshot(predicted={})
+    parts = P.group_parts(graph, model)
+    groups = [g for g in graph.prunable_groups() if parts[g.id] in cfg.targets]
+    importance = importance_name(cfg, session)
+    label = (
+        importance if isinstance(importance, str) else getattr(importance, "__name__", "callable")
+    )
+    scores = scores_for(session, importance, groups, cfg.seed)
     unscored = [g for g in groups if g.id not in scores]
     if unscored:
-        ctx.notes.append(f"{len(unscored)} groups have no '{cfg.importance}' score and stay whole")
-    key = _uniform_key(model, graph) if cfg.uniform else None
+        session.notes.append(f"{len(unscored)} groups have no '{label}' score and stay whole")
+    key = (lambda g: (g.kind, parts[g.id])) if cfg.uniform else None
     skipped: dict[int, str] = {}
-    for attempt in range(3):  # re-plan without groups that turned out to break the model
+    budgeted = cfg.target_macs is not None or cfg.target_params is not None
+    for attempt in range(3):  # re-plan a budget without groups that turned out to break the model
         usable = [g for g in groups if g.id in scores and g.id not in skipped]
-        if cfg.target_macs is not None or cfg.target_params is not None:
-            plan, frac = P.budget_plan(
-                graph,
-                model,
-                usable,
-                scores,
-                target_macs=cfg.target_macs,
-                target_params=cfg.target_params,
-                global_=cfg.global_,
-                round_to=cfg.round_to,
-                max_fraction=cfg.max_fraction,
-                uniform_key=key,
-            )
+        if budgeted:
+            chans, frac = P.budget_plan(
+                graph, model, usable, scores, target_macs=cfg.target_macs,
+                target_params=cfg.target_params, global_=cfg.global_, round_to=cfg.round_to,
+                max_fraction=cfg.max_fraction, uniform_key=key,
+            )  # fmt: skip
         else:
             frac = cfg.amount
-            plan = P.plan_for(
-                usable,
-                scores,
-                frac,
-                global_=cfg.global_,
-                round_to=cfg.round_to,
-                max_fraction=cfg.max_fraction,
-                uniform_key=key,
-            )
-        edit, bad = remove_channels_safely(model, graph, plan, ctx.example_inputs)
+            chans = P.plan_for(
+                usable, scores, frac, global_=cfg.global_, round_to=cfg.round_to,
+                max_fraction=cfg.max_fraction, uniform_key=key,
+            )  # fmt: skip
+        plan = Plan("prune", channel_actions(graph, chans, scores), {"mode": "structured"})
+        undo = session.backend.checkpoint(session)
+        session.refused = {}
+        session.apply(plan, safe=True)
+        bad = dict(session.refused)
         skipped.update(bad)
-        if not bad or cfg.amount is not None or attempt == 2:
+        if bad and cfg.all_or_nothing:
+            undo()
+            session.stale()
+            raise InputError(
+                "uniform pruning needs every planned group; these broke the model: "
+                + "; ".join(f"{graph.groups[g].describe()}: {w}" for g, w in bad.items())
+            )
+        if not bad or not budgeted or attempt == 2:
             break  # a fixed fraction needs no re-plan; a budget is searched again without them
-        edit.undo()
-    plan = {g: ch for g, ch in plan.items() if g not in skipped}  # what was really removed
-    after = _snapshot(model, graph, plan)
-    _budget_notes(ctx, cfg, before, after)
-    for gid, why in skipped.items():
-        ctx.notes.append(f"kept {graph.groups[gid].describe()}: {why}")
+        undo()
+        session.stale()
+        session.notes[:] = [n for n in session.notes if not n.startswith("kept ")]
+    kept = {g: ch for g, ch in chans.items() if g not in skipped}
+    plan = Plan(
+        "prune", channel_actions(graph, kept, scores), {"mode": "structured", **cfg.to_dict()}
+    )
+    after = session.snapshot(predicted=kept, graph=graph)
+    _budget_notes(session, cfg, before, after)
     details = {
         "fraction": frac,
-        "groups": [_group_row(graph.groups[g], plan.get(g), scores.get(g)) for g in sorted(scores)],
+        "importance": label,
+        "groups": [_group_row(graph.groups[g], kept.get(g), scores.get(g)) for g in sorted(scores)],
+        "removed": {
+            t: int(sum(len(c) for g, c in kept.items() if parts[g] == t)) for t in cfg.targets
+        },
         "skipped": {graph.groups[g].describe(): why for g, why in skipped.items()},
         "protected": _protected_summary(graph),
         "scores": {f"group {g}": float(np.mean(s)) for g, s in scores.items()},
         "seconds": round(time.perf_counter() - t0, 3),
     }
-    return _report(ctx, "structured", cfg, before, after, details, layers_before)
-
-
-def _uniform_key(model: nn.Module, graph):
-    """Which groups must lose equal counts: same kind and part (heads / MLP / the residual
-    stream that reaches an input embedding); ``equalize`` also splits them by size."""
-    parts = P.group_parts(graph, model)
-    return lambda g: (g.kind, parts[g.id])
-
-
-def _report(ctx: _Context, mode: str, cfg, before, after, details, layers_before) -> Report:
-    return Report(
-        op="prune",
-        config={"mode": mode, **asdict(cfg)},
-        before=before,
-        after=after,
-        details=details,
-        notes=ctx.notes,
-        layers_before=layers_before,
-        layers_after=layer_sizes(ctx.model),
-    )
+    session.notes.extend(_protected_parts(graph, model, cfg.targets, groups))
+    return session.report("prune", {"mode": "structured"}, plan, before, after, details)
 
 
 def _group_row(g, removed, scores) -> dict:
@@ -282,58 +317,156 @@ def _protected_summary(graph) -> dict[str, int]:
     return out
 
 
-def _budget_notes(ctx, cfg, before: Snapshot, after: Snapshot) -> None:
+def _protected_parts(graph, model, targets, groups) -> list[str]:
+    """A note for each explicitly requested part with no prunable group, with the graph's
+    reason (a base model such as ``BertModel`` returns the hidden states)."""
+    if tuple(targets) == PARTS:
+        return []
+    parts = P.group_parts(graph, model)
+    found = {parts[g.id] for g in groups}
+    emb = P.embedding_names(model)
+    notes = []
+    for t in targets:
+        if t in found:
+            continue
+        why = ""
+        if t == "hidden":
+            held = [g for g in graph.groups if emb & {m.tensor for m in g.members}] or [
+                g for g in graph.groups if (g.reason or "").startswith("model output")
+            ]
+            stream = max(held, key=lambda g: len(g.members), default=None)
+            why = (stream.reason or "") if stream is not None else ""
+        notes.append(f"{t}: nothing prunable" + (f" ({why})" if why else ""))
+    return notes
+
+
+def _budget_notes(session, cfg, before, after) -> None:
     for name, target in (("macs", cfg.target_macs), ("params", cfg.target_params)):
         if target is None:
             continue
         base = getattr(before, name)
         goal = target * base if target <= 1 else target
         if getattr(after, name) > goal:
-            ctx.notes.append(
+            session.notes.append(
                 f"{name} budget not reached: {getattr(after, name):,} > {int(goal):,} "
                 f"(at most {cfg.max_fraction:.0%} of any group is removed)"
             )
 
 
-def _unstructured(ctx: _Context, cfg: UnstructuredConfig) -> Report:
+def replay(session: Any, plan: Plan) -> Plan:
+    """A saved plan holds no masks: recompute each ``zero_weights`` mask from its rule on the
+    model's weights (data-driven rules need ``data=``); other actions replay as written."""
+    out = Plan(plan.op, [], dict(plan.config))
+    params = dict(session.model.named_parameters(remove_duplicate=False))
+    pending: dict[tuple, dict] = {}
+    for i, a in enumerate(plan.actions):
+        if a.kind != "zero_weights" or "_mask" in a.args:
+            out.actions.append(a)
+            continue
+        if a.args["tensor"] not in params:
+            raise InputError(f"plan actions[{i}]: the model has no parameter {a.args['tensor']!r}")
+        key = (repr(sorted(a.args["rule"].items())), a.args.get("importance", "magnitude"))
+        pending.setdefault(key, {})[a.args["tensor"]] = params[a.args["tensor"]]
+        if len(pending[key]) == 1:
+            out.actions.append(Action("_zero", {"key": key, "rule": a.args["rule"]}))
+    final = Plan(plan.op, [], dict(plan.config))
+    for a in out.actions:
+        if a.kind == "_zero":
+            final.actions += zero_actions(
+                session, pending[a.args["key"]], a.args["rule"], a.args["key"][1]
+            )
+        else:
+            final.actions.append(a)
+    return final
+
+
+# -- unstructured --------------------------------------------------------------------------------
+def _rule(cfg: UnstructuredConfig) -> dict[str, Any]:
+    if cfg.pattern is not None:
+        return {"pattern": cfg.pattern}
+    if cfg.threshold is not None:
+        return {"threshold": cfg.threshold}
+    return {"global_sparsity" if cfg.global_ else "sparsity": cfg.sparsity}
+
+
+def zero_actions(session: Any, weights: dict, rule: dict, importance: str) -> list[Action]:
+    """``zero_weights`` actions (with their masks in memory) for ``rule`` on ``weights``."""
+    data = session.data_batches("importance='activation'" if importance == "activation" else None)
+    scores = U.weight_scores(session.model, weights, importance, data)
+    masks, notes = U.masks_for(
+        scores, threshold=rule.get("threshold"),
+        sparsity=rule.get("sparsity", rule.get("global_sparsity")),
+        global_="global_sparsity" in rule, pattern=rule.get("pattern"),
+    )  # fmt: skip
+    session.notes.extend(notes)
+    return [
+        Action("zero_weights", {"tensor": n, "rule": rule, "importance": importance, "_mask": m})
+        for n, m in masks.items()
+    ]
+
+
+def _unstructured(session: Any, cfg: UnstructuredConfig) -> Any:
     t0 = time.perf_counter()
-    model = ctx.model
+    model = session.model
     # one capture, before any weight changes (so a model that cannot be captured fails early);
     # zeroing weights does not change the structure, so it also serves dead-neuron removal
-    graph = build_graph(model, ctx.example_inputs, ignore=list(cfg.ignore))
-    before = _snapshot(model, graph)
-    layers_before = layer_sizes(model)
-    weights = U.prunable_weights(model, list(cfg.ignore))
+    graph = session.graph
+    before = session.snapshot(predicted={})
+    weights = U.prunable_weights(model, session.ignore)
     if not weights:
         raise InputError("no Linear or Conv weights to prune (all ignored?)")
-    scores = U.weight_scores(model, weights, cfg.importance, ctx.data)
-    masks, notes = U.masks_for(
-        scores,
-        threshold=cfg.threshold,
-        sparsity=cfg.sparsity,
-        global_=cfg.global_,
-        pattern=cfg.pattern,
-    )
-    ctx.notes.extend(notes)
-    zeroed = U.apply_masks_now(model, weights, masks)
+    plan = Plan("prune", zero_actions(session, weights, _rule(cfg), cfg.importance))
+    plan.config = {"mode": "unstructured", **cfg.to_dict()}
+    plan = session.apply(plan)
+    zeroed = sum(a.args["zeros"] for a in plan.actions)
+    weights = U.prunable_weights(model, session.ignore)
     total = sum(w.numel() for w in weights.values())
     zeros = sum(int((w == 0).sum()) for w in weights.values())
-    plan: dict = {}
+    removed_plan: dict = {}
     if cfg.remove_dead:
-        plan, notes = U.remove_dead(model, graph, ctx.example_inputs)
-        ctx.notes.extend(notes)
-    removed = int(sum(len(c) for c in plan.values()))
-    after = _snapshot(model, graph, plan)
-    nonzero = sum(int((p != 0).sum()) for p in model.parameters())
+        removed_plan = _remove_dead(session, graph, plan)
+    after = session.snapshot(predicted=removed_plan, graph=graph)
     details = {
         "weights_zeroed": zeroed,
         "sparsity": zeros / total if total else 0.0,
-        "dead_channels_removed": removed,
-        "nonzero_params": nonzero,
+        "dead_channels_removed": int(sum(len(c) for c in removed_plan.values())),
+        "nonzero_params": sum(int((p != 0).sum()) for p in model.parameters()),
         "per_layer_sparsity": {
             n: float((w == 0).float().mean())
-            for n, w in U.prunable_weights(model, list(cfg.ignore)).items()
+            for n, w in U.prunable_weights(model, session.ignore).items()
         },
         "seconds": round(time.perf_counter() - t0, 3),
     }
-    return _report(ctx, "unstructured", cfg, before, after, details, layers_before)
+    return session.report("prune", {"mode": "unstructured"}, plan, before, after, details)
+
+
+def _remove_dead(session: Any, graph: Any, plan: Plan) -> dict:
+    """Plan and apply the removal of dead neurons (outputs must stay within 1e-4); adds the
+    applied actions to ``plan`` and returns ``{group: channels}`` of the removal."""
+    from netsculpt.surgery import outputs_close
+
+    unread, folded, deltas, notes = U.dead_plan(session.model, graph, session.example_inputs)
+    session.notes.extend(notes)
+    chans = {
+        gid: np.union1d(unread.get(gid, []), folded.get(gid, [])).astype(np.int64)
+        for gid in set(unread) | set(folded)
+    }
+    if not chans:
+        return {}
+    reference = U.run_model(session.model, session.example_inputs)
+    steps = Plan("prune", [Action("add_bias", {"module": p, "delta": d}) for p, d in deltas])
+    steps.actions += channel_actions(graph, chans, {})
+
+    def same(_: Any, out: Any) -> str | None:
+        return outputs_close(reference, out, rtol=1e-4, atol=1e-5)
+
+    undo = session.backend.checkpoint(session)
+    try:
+        done = session.apply(steps, safe=False, check=same)
+    except VerificationError as e:
+        undo()
+        session.stale()
+        session.notes.append(f"dead channels kept: removing them changed the outputs ({e})")
+        return {}
+    plan.actions.extend(done.actions)
+    return chans

@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import fnmatch
-
 import numpy as np
 import torch
 from torch import nn
 
-from netsculpt.errors import InputError, VerificationError
+from netsculpt.core.select import is_ignored
+from netsculpt.errors import InputError
 from netsculpt.graph.capture import run_model
 from netsculpt.graph.channels import StructureGraph
 from netsculpt.importance.channels import channel_norms
-from netsculpt.surgery import outputs_close, remove_channels
-from netsculpt.surgery.masks import attach_masks, masks_of
 
 
 def prunable_weights(model: nn.Module, ignore: list[str]) -> dict[str, nn.Parameter]:
@@ -22,7 +19,7 @@ def prunable_weights(model: nn.Module, ignore: list[str]) -> dict[str, nn.Parame
     for path, mod in model.named_modules():
         if not isinstance(mod, (nn.Linear, nn.modules.conv._ConvNd)) or mod.weight is None:
             continue
-        if any(path == p or path.startswith(p + ".") or fnmatch.fnmatch(path, p) for p in ignore):
+        if is_ignored(path, ignore):
             continue
         out[f"{path}.weight" if path else "weight"] = mod.weight
     return out
@@ -59,7 +56,7 @@ def masks_for(
     notes: list[str] = []
     masks: dict[str, torch.Tensor] = {}
     if pattern is not None:
-        n, m = _parse_pattern(pattern)
+        n, m = parse_pattern(pattern)
         for name, s in scores.items():
             mask = nm_mask(s, n, m)
             if mask is None:
@@ -86,7 +83,7 @@ def masks_for(
     return masks, notes
 
 
-def _parse_pattern(pattern: str) -> tuple[int, int]:
+def parse_pattern(pattern: str) -> tuple[int, int]:
     try:
         n, m = (int(v) for v in pattern.split(":"))
         if not 0 < n < m:
@@ -106,22 +103,6 @@ def nm_mask(score: torch.Tensor, n: int, m: int) -> torch.Tensor | None:
     keep = torch.zeros_like(blocks, dtype=torch.bool)
     keep.scatter_(1, blocks.topk(n, dim=1).indices, True)
     return keep.reshape(shape).movedim(-1, 1)
-
-
-def apply_masks_now(model: nn.Module, weights: dict[str, nn.Parameter], masks) -> int:
-    """Zero the masked weights, remember the masks, return how many weights became zero."""
-    store = masks_of(model)
-    zeroed = 0
-    with torch.no_grad():
-        for name, mask in masks.items():
-            w = weights[name]
-            old = store.get(name)
-            mask = mask if old is None else (mask & old)
-            zeroed += int((w != 0).logical_and(~mask).sum())
-            w.mul_(mask.to(w.dtype))
-            store[name] = mask.bool()
-    attach_masks(model)
-    return zeroed
 
 
 # -- dead neurons ------------------------------------------------------------------------------
@@ -177,11 +158,15 @@ def dead_channels(model, graph: StructureGraph) -> tuple[dict[int, np.ndarray], 
     return unread, constant
 
 
-def fold_constants(model, graph, constant: dict[int, np.ndarray], example_inputs) -> dict:
-    """Fold each constant channel's value into the bias of the layers that read it; returns
-    the channels that could be folded ({group: channels})."""
+def constant_folds(
+    model, graph, constant: dict[int, np.ndarray], example_inputs
+) -> tuple[dict[int, np.ndarray], list[tuple[str, torch.Tensor]]]:
+    """For each constant channel, the bias change that absorbs its value into the layers that
+    read it: ``({group: channels that can be folded}, [(module path, bias delta)])``. Reads
+    only; ``netsculpt.surgery.masks.add_to_bias`` applies the deltas."""
     mods = dict(model.named_modules())
     folded: dict[int, np.ndarray] = {}
+    deltas: list[tuple[str, torch.Tensor]] = []
     for gid, chans in constant.items():
         g = graph.groups[gid]
         readers = [m for m in g.members if m.role == "in" and m.kind == "param"]
@@ -200,14 +185,15 @@ def fold_constants(model, graph, constant: dict[int, np.ndarray], example_inputs
                 and torch.allclose(v1.reshape(-1, len(pos)), const[:1].expand_as(const))
             ):
                 break
-            plans.append((mods[m.module], pos, const[0]))
+            plans.append((m.module, pos, const[0]))
         else:
             with torch.no_grad():
-                for mod, pos, val in plans:
-                    w = mod.weight.reshape(mod.weight.shape[0], mod.weight.shape[1])[:, pos]
-                    mod.bias.add_(w @ val.to(w.dtype))
+                for path, pos, val in plans:
+                    w = mods[path].weight
+                    w = w.reshape(w.shape[0], w.shape[1])[:, pos]
+                    deltas.append((path, (w @ val.to(w.dtype)).detach()))
             folded[gid] = chans
-    return folded
+    return folded, deltas
 
 
 def _foldable(mod) -> bool:
@@ -248,41 +234,19 @@ def _perturb(x):
     return x
 
 
-def remove_dead(model, graph: StructureGraph, example_inputs) -> tuple[dict, list[str]]:
-    """Physically remove dead neurons / channels; returns the removal plan
-    ({group id: channels}, empty when nothing went) and notes."""
+def dead_plan(model, graph: StructureGraph, example_inputs) -> tuple[dict, dict, list, list]:
+    """What dead-neuron removal would do: ``(unread, folded, bias deltas, notes)`` — channels
+    nobody reads, constant channels whose value folds into the readers' biases, and those bias
+    changes. Reads only."""
     unread, constant = dead_channels(model, graph)
     notes = []
-    biases = {
-        m: m.bias.detach().clone()
-        for m in model.modules()
-        if isinstance(m, (nn.Linear, nn.modules.conv._ConvNd)) and m.bias is not None
-    }
-    reference = run_model(model, example_inputs)  # before folding: what removal must preserve
-    folded = fold_constants(model, graph, constant, example_inputs) if constant else {}
+    folded, deltas = (
+        constant_folds(model, graph, constant, example_inputs) if constant else ({}, [])
+    )
     skipped = {g: c for g, c in constant.items() if g not in folded}
     if skipped:
         notes.append(
             f"{sum(len(c) for c in skipped.values())} channels with zero input "
             f"weights kept: their constant output could not be folded"
         )
-    plan: dict[int, np.ndarray] = {}
-    for gid in set(unread) | set(folded):
-        plan[gid] = np.union1d(unread.get(gid, []), folded.get(gid, [])).astype(np.int64)
-    if not plan:
-        return {}, notes
-    try:
-        remove_channels(
-            model,
-            graph,
-            plan,
-            example_inputs,
-            check=lambda _, after: outputs_close(reference, after, rtol=1e-4, atol=1e-5),
-        )
-    except VerificationError as e:
-        for mod, bias in biases.items():
-            with torch.no_grad():
-                mod.bias.copy_(bias)
-        notes.append(f"dead channels kept: removing them changed the outputs ({e})")
-        return {}, notes
-    return plan, notes
+    return unread, folded, deltas, notes

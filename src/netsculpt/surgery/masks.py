@@ -95,3 +95,32 @@ def make_permanent(model: nn.Module) -> int:
     model._netsculpt_mask_hooks = {}
     model._netsculpt_masks = {}
     return n
+
+
+def zero_weights(model: nn.Module, masks: dict[str, torch.Tensor]) -> dict[str, int]:
+    """Zero the weights outside each keep-mask ``{parameter name: bool tensor}`` and keep the
+    masks (combined with earlier ones) so fine-tuning cannot revive them; returns the number of
+    weights each mask newly zeroed. Writes new tensors (no in-place edit), so a checkpoint of
+    the old ones restores them."""
+    params = dict(model.named_parameters(remove_duplicate=False))
+    store = masks_of(model)
+    zeroed: dict[str, int] = {}
+    with torch.no_grad():
+        for name, mask in masks.items():
+            w = params[name]
+            old = store.get(name)
+            mask = mask.bool() if old is None else (mask.bool() & old)
+            zeroed[name] = int((w != 0).logical_and(~mask).sum())
+            w.data = w.data * mask.to(w.device, w.dtype)
+            store[name] = mask
+    attach_masks(model)
+    return zeroed
+
+
+def add_to_bias(model: nn.Module, folds: list[tuple[str, torch.Tensor]]) -> None:
+    """Add ``delta`` to the bias of the module at each path (a constant input folded in)."""
+    mods = dict(model.named_modules())
+    with torch.no_grad():
+        for path, delta in folds:
+            b = mods[path].bias
+            b.data = b.data + delta.to(b.device, b.dtype)

@@ -1,0 +1,97 @@
+"""The verbs: ``verb(model, example_inputs, config=None, *, data=None, **overrides) -> Report``.
+
+Every verb is made from the registry: the keywords are fields of the op's frozen config, one
+:class:`~netsculpt.engine.session.Session` runs the op, and the model is restored when
+anything fails. :func:`apply` replays a saved or hand-written :class:`~netsculpt.core.plan.Plan`.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+from torch import nn
+
+from netsculpt.core.errors import InputError
+from netsculpt.core.plan import Plan
+from netsculpt.engine import registry
+from netsculpt.engine.session import Session
+
+
+def session_for(model: nn.Module, example_inputs: Any, cfg: Any, data: Any) -> Session:
+    """The session an op's config asks for (its data rule, selection, seed)."""
+    return Session(
+        model,
+        example_inputs,
+        data=data,
+        ignore=getattr(cfg, "ignore", ()),
+        max_batches=getattr(cfg, "max_batches", 8),
+        batch_size=getattr(cfg, "batch_size", None),
+        seed=getattr(cfg, "seed", 0),
+    )
+
+
+def call(
+    name: str,
+    model: nn.Module,
+    example_inputs: Any,
+    config: Any = None,
+    *,
+    data: Any = None,
+    **overrides: Any,
+) -> Any:
+    """Run the registered op ``name`` on ``model`` (edited in place) and return its Report."""
+    spec = registry.get(name)
+    cfg = spec.config(config, overrides)
+    session = session_for(model, example_inputs, cfg, data)
+    report = session.guarded(lambda: spec.module.run(session, cfg))
+    report.config = {"op": name, **cfg.to_dict(), **report.config}
+    return report
+
+
+def verb(name: str):
+    """The public function for op ``name`` (docstring from the op module's ``run``)."""
+
+    def fn(
+        model: nn.Module, example_inputs: Any, config: Any = None, *, data: Any = None, **kw: Any
+    ) -> Any:
+        return call(name, model, example_inputs, config, data=data, **kw)
+
+    spec = registry.get(name)
+    fn.__name__ = fn.__qualname__ = name
+    fn.__doc__ = spec.module.run.__doc__
+    fn.__module__ = "netsculpt"
+    return functools.wraps(fn)(fn)
+
+
+def apply(
+    model: nn.Module, example_inputs: Any, plan: Plan | dict | str, *, data: Any = None
+) -> Any:
+    """Replay ``plan`` (a Plan, its dict, or a path to its JSON / to a report.json) on
+    ``model`` in place and return a Report; the same architecture as the run that made it.
+
+    >>> import torch, netsculpt as ns
+    >>> make = lambda: torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
+    >>> a, b = make(), make()
+    >>> rep = ns.prune(a, torch.ones(1, 4), amount=0.5)
+    >>> _ = ns.apply(b, torch.ones(1, 4), rep.plan)
+    >>> b[0].out_features
+    4
+    """
+    if isinstance(plan, dict):
+        plan = Plan.from_dict(plan)
+    elif not isinstance(plan, Plan):
+        plan = Plan.from_json(plan)
+    if plan.op not in registry.names():
+        raise InputError(f"plan: made by unknown op {plan.op!r}")
+    spec = registry.get(plan.op)
+    session = Session(model, example_inputs, data=data, seed=plan.config.get("seed", 0) or 0)
+
+    def body() -> Any:
+        before = session.snapshot()
+        replay = getattr(spec.module, "replay", None)
+        todo = replay(session, plan) if replay else plan
+        done = session.apply(todo, safe=False)
+        return session.report(plan.op, {"replayed": True}, done, before, session.snapshot())
+
+    return session.guarded(body)
