@@ -19,11 +19,15 @@ def conv(t, node):
     x, w = node.args[0], node.args[1]
     b = node.args[2] if len(node.args) > 2 else None
     if name == "convolution":
+        # convolution(input, weight, bias, stride, padding, dilation, transposed,
+        #             output_padding, groups)
         transposed, groups = bool(node.args[6]), node.args[8]
     else:
         transposed = name.startswith("conv_transpose")
-        gi = 6 if transposed else 6
-        groups = node.args[gi] if len(node.args) > gi else 1
+        # groups is argument 6 of both schemas:
+        #   convN(input, weight, bias, stride, padding, dilation, groups)
+        #   conv_transposeN(input, weight, bias, stride, padding, output_padding, groups, dilation)
+        groups = node.args[6] if len(node.args) > 6 else 1
     lx, lw = t.L(x), t.L(w)
     out_shape = t.shape(node)
     cin, cout = t.shape(x)[1], out_shape[1]
@@ -45,10 +49,9 @@ def conv(t, node):
             g_out, per_out = t.factor(lw[0], cout // groups, node)
             t.unify(g_in, g_out, node)
             if cin // groups > 1:
-                t.unify(per_in, lw[1], node)
-            if cin // groups > 1:
                 # a grouped conv keeps its group count and narrows every group alike;
                 # depthwise convs (one channel per group) lose whole groups instead
+                t.unify(per_in, lw[1], node)
                 t.protect(g_in, "group count of a grouped conv")
     t.record_conv(node, lx[1], g_in if groups > 1 else None)
     if b is not None:
