@@ -3,6 +3,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+import netsculpt
 from netsculpt.errors import CaptureError, UnsupportedOpError
 from netsculpt.graph import build_graph
 from netsculpt.surgery import remove_channels
@@ -168,3 +169,38 @@ def test_chunk_pieces_shrink_alike_and_embedding_rows_stay():
             {g.id: [0]},
             torch.randint(0, 10, (2, 3)),
         )
+
+
+class _GroupedConvs(nn.Module):
+    def __init__(self, grouped=True, transposed=True):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.grouped = nn.Conv2d(8, 8, 3, padding=1, groups=2) if grouped else nn.Identity()
+        self.up = nn.ConvTranspose2d(8, 12, 2, stride=2, groups=2) if transposed else nn.Identity()
+        self.head = nn.Conv2d(12 if transposed else 8, 4, 1)
+
+    def forward(self, x):
+        return self.head(F.relu(self.up(F.relu(self.grouped(F.relu(self.stem(x)))))))
+
+
+@pytest.mark.parametrize(
+    "grouped,transposed",
+    [(True, False), (False, True), (True, True)],
+    ids=["conv", "tconv", "both"],
+)
+def test_grouped_and_transposed_grouped_convs_prune_and_keep_the_output_shape(grouped, transposed):
+    torch.manual_seed(0)
+    model, x = _GroupedConvs(grouped, transposed).eval(), torch.randn(2, 3, 8, 8)
+    before = model(x).shape
+    n_params = sum(p.numel() for p in model.parameters())
+    netsculpt.prune(model, x, amount=0.5)
+    assert model(x).shape == before
+    assert sum(p.numel() for p in model.parameters()) < n_params
+    assert model.stem.out_channels < 8
+    for conv in (m for m in model.modules() if isinstance(m, nn.Conv2d | nn.ConvTranspose2d)):
+        per_group = conv.out_channels if conv.transposed else conv.in_channels
+        assert conv.weight.shape[1] * conv.groups == per_group
+        assert conv.in_channels % conv.groups == 0 and conv.out_channels % conv.groups == 0
+    if grouped:  # a grouped conv keeps its group count and narrows every group alike
+        assert model.grouped.groups == 2
+    build_graph(model, x)  # the pruned model still captures
