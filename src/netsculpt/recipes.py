@@ -35,7 +35,7 @@ from torch import nn
 from netsculpt.errors import InputError, NetsculptError
 from netsculpt.report import Report, Snapshot, layer_sizes
 
-STRUCTURE_OPS = ("prune", "cut", "merge", "grow")
+STRUCTURE_OPS = ("prune", "cut", "merge", "grow")  # the op registry's verbs that edit
 DATA_OPS = ("heal", "evaluate", "train")  # train: heal from the task loss, e.g. a random init
 # name -> callable; entries here win over the package's own verbs (tests register fakes here)
 OPS: dict[str, Callable[..., Any]] = {}
@@ -163,6 +163,9 @@ def load_recipe(recipe: str | Path | dict[str, Any] | Recipe) -> Recipe:
         if name not in op_names():
             raise InputError(f"{at}: unknown op {name!r} (one of {', '.join(op_names())})")
         step[name] = options = options or {}
+        if name in STRUCTURE_OPS and name not in OPS and _registered(name):
+            _check_op_options(name, options, f"{at}.{name}")
+            continue
         model = _options_model(name, get_op(name))
         if model is not None:
             try:
@@ -170,6 +173,61 @@ def load_recipe(recipe: str | Path | dict[str, Any] | Recipe) -> Recipe:
             except ValidationError as e:
                 raise _first_error(e, f"{at}.{name}") from e
     return parsed
+
+
+def _registered(name: str) -> bool:
+    from netsculpt.engine import registry
+
+    return hasattr(registry.get(name).module, "CONFIGS")
+
+
+def _check_op_options(name: str, options: dict[str, Any], where: str) -> None:
+    """A structure step's options are fields of the op's config (from the op registry), and
+    the config they make must be valid: the same one-line errors as the verb gives."""
+    from netsculpt.engine import registry
+
+    spec = registry.get(name)
+    fields = set(spec.fields()) | {"structured"}
+    unknown = [k for k in options if k not in fields and k != "data"]
+    if unknown:
+        raise InputError(f"{where}: unknown key {unknown[0]!r}")
+    try:
+        spec.config(None, {k: v for k, v in options.items() if k != "data"})
+    except InputError as e:
+        raise InputError(f"{where}: {e}") from None
+
+
+def replay_config(report: str | Path | dict[str, Any]) -> dict[str, Any]:
+    """A recipe that replays a saved report: its op and config, as one step.
+
+    ``ns.run("report.json", model=m, example_inputs=x)`` and ``netsculpt run report.json``
+    accept a report.json written by any verb (``--report x.json`` / ``Report.to_json``).
+    """
+    import json
+
+    d = report
+    if not isinstance(report, dict):
+        try:
+            d = json.loads(Path(report).read_text())
+        except (OSError, ValueError) as e:
+            raise InputError(f"{report}: not a readable report.json ({type(e).__name__})") from None
+    op, config = d.get("op"), dict(d.get("config") or {})
+    if op == "run":
+        return {k: v for k, v in config.items() if k in Recipe.model_fields}
+    if op not in STRUCTURE_OPS:
+        raise InputError(
+            f"{report}: a report of op {op!r} cannot be replayed (one of {STRUCTURE_OPS})"
+        )
+    from netsculpt.engine import registry
+
+    fields = set(registry.get(op).fields())
+    options = {k: v for k, v in config.items() if k in fields and v is not None}
+    if op == "prune":
+        options["structured"] = config.get("mode") != "unstructured"
+    for k in ("ignore", "targets"):
+        if k in options and not options[k]:
+            options.pop(k)
+    return {"steps": [{op: options}]}
 
 
 def _example_inputs(spec: Any, resolved: Any, data: Any) -> Any:
@@ -298,6 +356,8 @@ def run(
         report = ns.run("examples/recipes/prune_and_heal.yaml")
         report = ns.run({"steps": [{"prune": {"amount": 0.5}}]}, model=model, example_inputs=x)
     """
+    if isinstance(recipe, (str, Path)) and str(recipe).endswith(".json"):
+        recipe = replay_config(recipe)
     parsed = load_recipe(recipe)
     torch.manual_seed(parsed.seed)
     runner = _Runner(parsed, model, data, example_inputs)

@@ -10,20 +10,27 @@ ORDER = 80
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("recipe", help="recipe YAML file (see examples/recipes/)")
+    parser.add_argument(
+        "recipe",
+        help="recipe YAML file (see examples/recipes/), or a report.json to replay its op",
+    )
+    parser.add_argument("--model", help="model to run on (overrides the recipe's model:)")
     parser.add_argument("-o", "--output", help="output folder (overrides the recipe's output:)")
     parser.add_argument("--check", action="store_true", help="validate the recipe and stop")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress output")
 
 
 def run(args: argparse.Namespace) -> int:
-    from netsculpt.recipes import load_recipe
+    from netsculpt.recipes import load_recipe, replay_config
     from netsculpt.recipes import run as run_recipe
 
+    recipe = replay_config(args.recipe) if args.recipe.endswith(".json") else args.recipe
+    if args.model:
+        recipe = load_recipe(recipe).model_copy(update={"model": args.model})
     if args.check:
-        recipe = load_recipe(args.recipe)
+        recipe = load_recipe(recipe)
         print(f"{args.recipe}: ok ({len(recipe.steps)} steps)")
         return 0
-    report = run_recipe(args.recipe, output=args.output, progress=not args.quiet)
+    report = run_recipe(recipe, output=args.output, progress=not args.quiet)
     print(report)
     return 0

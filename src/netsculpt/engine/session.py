@@ -181,8 +181,8 @@ class Session:
             notes=self.notes,
             layers_before=self.layers_before,
             layers_after=layer_sizes(self.model),
+            plan=plan,
         )
-        rep.plan = plan
         rep.details.setdefault("exports", self.exports)
         return rep
 

@@ -119,6 +119,7 @@ class Report:
     layers_before: dict[str, dict[str, Any]] = field(default_factory=dict)
     layers_after: dict[str, dict[str, Any]] = field(default_factory=dict)
     steps: list[Report] = field(default_factory=list)
+    plan: Any = None  # the netsculpt.Plan the op applied (replay with ns.apply)
 
     # -- ratios --------------------------------------------------------------------------------
     def ratio(self, name: str) -> float | None:
@@ -166,6 +167,7 @@ class Report:
             "layers_before": jsonable(self.layers_before),
             "layers_after": jsonable(self.layers_after),
             "steps": [s.to_dict() for s in self.steps],
+            **({"plan": self.plan.to_dict()} if self.plan is not None else {}),
         }
 
     @classmethod
@@ -182,6 +184,7 @@ class Report:
                 layers_before=d.get("layers_before", {}),
                 layers_after=d.get("layers_after", {}),
                 steps=[cls.from_dict(s) for s in d.get("steps", [])],
+                plan=_plan(d.get("plan")),
             )
         except (KeyError, TypeError) as e:
             raise InputError(f"report dict: missing or malformed field {e}") from e
@@ -219,6 +222,14 @@ class Report:
 
     def __str__(self) -> str:
         return self.render()
+
+
+def _plan(d: Any) -> Any:
+    if d is None:
+        return None
+    from netsculpt.core.plan import Plan
+
+    return Plan.from_dict(d)
 
 
 def _write(path: str | Path, text: str) -> None:
