@@ -87,12 +87,32 @@ ROWS = [
     ("grow-deeper-mlp", "grow", {"kind": "deeper", "where": "auto"}, _tiny("mlp"), True, "up"),
     ("grow-wider-mlp", "grow", {"kind": "wider", "where": ["0"]}, _tiny("mlp"), True, "up"),
     ("merge-folds-bn", "merge", {}, _bn_net, True, "down"),
+    (
+        "merge-neurons-mlp",
+        "merge",
+        {"neurons": True, "threshold": 0.5},
+        _tiny("mlp"),
+        False,
+        "down",
+    ),
+    (
+        "merge-blocks-resmlp",
+        "merge",
+        {"blocks": True, "threshold": -1.0},
+        _residual_mlp,
+        False,
+        "down",
+    ),
 ]
+# ops whose verb leaves the model as it was (the report measures it)
+MEASURING = [("analyze-cnn", "analyze", {}, _tiny("cnn"))]
 
 
 def _run(op, config, factory):
     model, x = factory()
     data = _calib(x) if op in ("cut", "grow") or config.get("importance") == "taylor" else None
+    if op == "merge" and config.get("blocks"):
+        data = _calib(x)
     kwargs = dict(config)
     if data is not None:
         kwargs["data"] = data
@@ -132,3 +152,62 @@ def test_contract(op, config, factory, exact, direction, tmp_path):
     ns.save(model, tmp_path / "m")
     reloaded = ns.load(tmp_path / "m", model=copy.deepcopy(fresh)).eval()
     assert torch.allclose(reloaded(x), out, atol=1e-6)
+
+
+# -- clauses every registered op keeps (one row per registry entry, by construction) ----------
+def test_every_registered_op_has_a_row():
+    from netsculpt.engine import registry
+
+    covered = {r[1] for r in ROWS} | {r[1] for r in MEASURING}
+    assert set(registry.names()) <= covered, set(registry.names()) - covered
+
+
+def _architecture(model):
+    return str(model), {k: tuple(v.shape) for k, v in model.state_dict().items()}
+
+
+@pytest.mark.parametrize(
+    ("op", "config", "factory", "exact", "direction"),
+    [r[1:] for r in ROWS],
+    ids=[r[0] for r in ROWS],
+)
+def test_plan_round_trips_and_replays_on_a_fresh_model(op, config, factory, exact, direction):
+    model, x, _, report = _run(op, config, factory)
+    assert isinstance(report.plan, ns.Plan) and report.plan.op == op
+    saved = ns.Plan.from_json(report.plan.to_json())
+    assert saved.to_dict() == report.plan.to_dict()
+    fresh, _ = factory()
+    data = _calib(x) if op in ("cut", "grow", "merge") else None
+    ns.apply(fresh, x, saved, data=data)
+    assert _architecture(fresh) == _architecture(model)
+
+
+@pytest.mark.parametrize(
+    ("op", "config", "factory", "exact", "direction"),
+    [r[1:] for r in ROWS],
+    ids=[r[0] for r in ROWS],
+)
+def test_refused_input_leaves_the_model_unchanged(op, config, factory, exact, direction):
+    from netsculpt.errors import InputError
+
+    model, x = factory()
+    before = (repr(model), {k: v.clone() for k, v in model.state_dict().items()})
+    for bad in ({"seed": -1}, {"no_such_option": 1}, {"max_batches": 2.5}):
+        with pytest.raises(InputError):
+            getattr(ns, op)(model, x, **config, **bad)
+    assert repr(model) == before[0]
+    assert all(torch.equal(v, before[1][k]) for k, v in model.state_dict().items())
+
+
+@pytest.mark.parametrize(
+    ("op", "config", "factory"), [r[1:] for r in MEASURING], ids=[r[0] for r in MEASURING]
+)
+def test_measuring_ops_leave_the_model_unchanged(op, config, factory):
+    model, x = factory()
+    ref = (repr(model), {k: v.clone() for k, v in model.state_dict().items()}, model(x))
+    report = getattr(ns, op)(model, x, **config)
+    assert repr(model) == ref[0]
+    assert all(torch.equal(v, ref[1][k]) for k, v in model.state_dict().items())
+    assert torch.equal(model(x), ref[2])
+    assert report.before.params == report.after.params == count_params(model)
+    assert isinstance(report.plan, ns.Plan) and not report.plan.actions
