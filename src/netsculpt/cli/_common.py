@@ -54,3 +54,41 @@ def write_report(report, path: str | None) -> None:
         report.to_html(path)
     else:
         raise InputError(f"--report must end in .json or .html, got '{path}'")
+
+
+def _flag(name: str) -> str:
+    return "--" + name.rstrip("_").replace("_", "-")
+
+
+def _arg_type(annotation: str):
+    if "bool" in annotation and "|" not in annotation:
+        return bool
+    for t in (int, float):
+        if annotation.startswith(t.__name__):
+            return t
+    return str
+
+
+def add_config_arguments(parser, op: str, names: list[str], group_titles=None) -> None:
+    """Add one flag per config field of ``op`` (from the op registry): the flag is the field's
+    name (``round_to`` -> ``--round-to``), its help the field's doc, its type the field's."""
+    from netsculpt.engine import registry
+
+    fields = registry.get(op).fields()
+    for name in names:
+        f = fields[name]
+        ann = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+        doc = f.metadata.get("doc") or name
+        kind = _arg_type(ann)
+        target = (group_titles or {}).get(name, parser)
+        if kind is bool:
+            target.add_argument(_flag(name), dest=name, action="store_true", default=None, help=doc)
+        elif ann.startswith("tuple"):
+            target.add_argument(_flag(name), dest=name, nargs="+", help=doc)
+        else:
+            target.add_argument(_flag(name), dest=name, type=kind, help=doc)
+
+
+def config_overrides(args, names: list[str]) -> dict[str, Any]:
+    """The config fields the user set on the command line (unset flags are left out)."""
+    return {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}

@@ -8,9 +8,11 @@ from __future__ import annotations
 import argparse
 
 from netsculpt.cli._common import (
+    add_config_arguments,
     add_model_argument,
     calibration,
     check_output,
+    config_overrides,
     load_model,
     write_report,
 )
@@ -20,15 +22,19 @@ HELP = "Remove channels, neurons and heads (structured) or zero weights (unstruc
 ORDER = 20
 
 
+STRUCTURED = ["amount", "target_macs", "target_params", "global_", "round_to", "uniform"]
+UNSTRUCTURED = ["threshold", "sparsity", "pattern"]
+COMMON = ["importance", "max_batches", "seed"]
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_argument(parser)
     parser.add_argument("-o", "--output", help="folder to save the pruned model")
     s = parser.add_argument_group("structured")
-    s.add_argument("--amount", type=float, help="fraction of each group's channels removed")
-    s.add_argument("--target-macs", type=float, help="MACs budget (fraction ≤ 1, or a count)")
-    s.add_argument("--target-params", type=float, help="params budget (fraction ≤ 1, or a count)")
-    s.add_argument("--global", dest="global_", action="store_true", help="rank across groups")
-    s.add_argument("--round-to", type=int, help="keep channel counts multiples of N")
+    u = parser.add_argument_group("unstructured")
+    where = {**dict.fromkeys(STRUCTURED, s), **dict.fromkeys(UNSTRUCTURED, u)}
+    add_config_arguments(parser, "prune", STRUCTURED + UNSTRUCTURED + COMMON, where)
+    u.add_argument("--keep-dead", action="store_true", help="do not remove dead neurons")
     h = parser.add_argument_group("Hugging Face checkpoint folder, shard by shard")
     h.add_argument(
         "--sharded",
@@ -39,12 +45,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--targets", nargs="+", default=["heads", "mlp"], help="parts: heads, mlp, hidden"
     )
     h.add_argument("--max-shard-size", help="re-pack the output shards, e.g. 5GB")
-    u = parser.add_argument_group("unstructured")
-    u.add_argument("--threshold", type=float, help="zero weights with |w| below this")
-    u.add_argument("--sparsity", type=float, help="fraction of weights to zero")
-    u.add_argument("--pattern", help="N:M sparsity, e.g. 2:4")
-    u.add_argument("--keep-dead", action="store_true", help="do not remove dead neurons")
-    parser.add_argument("--importance", help="l1, l2, taylor, activation, bn_scale, random")
     parser.add_argument("--data", help="calibration data for taylor / activation (digits, ...)")
     parser.add_argument("--ignore", nargs="*", default=[], help="module name patterns to keep")
     parser.add_argument("--report", help="also write the report to this .json or .html file")
@@ -59,22 +59,12 @@ def run(args: argparse.Namespace) -> int:
     if args.report:
         check_output(args.report, suffixes=(".json", ".html"))
     model, example_inputs, source = load_model(args.model)
-    report = ns.prune(
-        model,
-        example_inputs,
-        amount=args.amount,
-        sparsity=args.sparsity,
-        threshold=args.threshold,
-        pattern=args.pattern,
-        importance=args.importance,
-        global_=args.global_,
-        target_macs=args.target_macs,
-        target_params=args.target_params,
-        round_to=args.round_to,
-        ignore=args.ignore,
-        data=calibration(args.data),
-        remove_dead=not args.keep_dead,
-    )
+    options = config_overrides(args, STRUCTURED + UNSTRUCTURED + COMMON)
+    if args.keep_dead:
+        options["remove_dead"] = False
+    if args.ignore:
+        options["ignore"] = args.ignore
+    report = ns.prune(model, example_inputs, data=calibration(args.data), **options)
     print(report)
     for note in report.notes:
         print(f"note: {note}")
@@ -112,7 +102,7 @@ def _run_sharded(args: argparse.Namespace) -> int:
         amount=0.3 if args.amount is None else args.amount,
         targets=tuple(args.targets),
         importance=args.importance or "l2",
-        global_=args.global_,
+        global_=bool(args.global_),
         round_to=args.round_to,
         max_shard_size=args.max_shard_size,
     )
