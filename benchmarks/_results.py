@@ -18,3 +18,43 @@ def write_section(name: str, text: str) -> None:
         pattern.sub(lambda _: block, old) if pattern.search(old) else f"{old.rstrip()}\n\n{block}\n"
     )
     RESULTS.write_text(new)
+
+
+def stamp(command: str, anchors: tuple[str, ...] = ()) -> str:
+    """The line that opens every section: commit (``dirty`` when the tree has changes), date,
+    torch and anchor versions, threads, CPU and the exact command."""
+    import datetime
+    import importlib.metadata as md
+    import platform
+    import subprocess
+
+    import torch
+
+    def git(*a: str) -> str:
+        try:
+            return subprocess.run(["git", *a], capture_output=True, text=True, check=True,
+                                  cwd=RESULTS.parent).stdout.strip()  # fmt: skip
+        except (OSError, subprocess.CalledProcessError):
+            return ""
+
+    commit = git("rev-parse", "--short", "HEAD") or "unknown"
+    dirty = " (dirty)" if git("status", "--porcelain", "--untracked-files=no") else ""
+    versions = [f"torch {torch.__version__}"]
+    for name in anchors:
+        try:
+            versions.append(f"{name} {md.version(name)}")
+        except md.PackageNotFoundError:
+            versions.append(f"{name} not installed")
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    date = datetime.date.today().isoformat()
+    return (
+        f"_Stamp: commit `{commit}`{dirty}, {date}, {', '.join(versions)}, "
+        f"{torch.get_num_threads()} thread(s), {cpu}; command: `{command}`_"
+    )
