@@ -47,10 +47,10 @@ def stamp(command: str, anchors: tuple[str, ...] = ()) -> str:
             versions.append(f"{name} not installed")
     cpu = platform.processor() or platform.machine()
     try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+        with open("/proc/cpuinfo") as f:
+            cpu = next(
+                (ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), cpu
+            )
     except OSError:
         pass
     date = datetime.date.today().isoformat()

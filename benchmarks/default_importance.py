@@ -57,7 +57,7 @@ def one_seed(seed: int, args) -> list[dict]:
     return rows
 
 
-def table(rows: list[dict], args, seconds: float) -> str:
+def table(rows: list[dict], args, seconds: float, head: str) -> str:
     def cell(imp: str, frac: float, split: str) -> list[float]:
         return [r[split] for r in rows if r["importance"] == imp and r["budget"] == frac]
 
@@ -72,7 +72,7 @@ def table(rows: list[dict], args, seconds: float) -> str:
     lines = [
         "## Default importance with data (chosen on validation)",
         "",
-        stamp(" ".join(["python", "benchmarks/default_importance.py", *sys.argv[1:]])),
+        head,
         "",
         f"ConvNet1D on MNIST-1D, seeds {' '.join(map(str, args.seeds))}, pruned with "
         f"`target_macs`, KD heal {args.heal_epochs} epochs; mean ± std accuracy (%) over seeds. "
@@ -113,9 +113,10 @@ def main() -> None:
     p.add_argument("--no-write", action="store_true", help="print the table only")
     args = p.parse_args()
     torch.set_num_threads(1)
+    head = stamp(" ".join(["python", "benchmarks/default_importance.py", *sys.argv[1:]]))
     start = time.time()
     rows = [r for s in args.seeds for r in one_seed(s, args)]
-    text = table(rows, args, time.time() - start)
+    text = table(rows, args, time.time() - start, head)
     print(text)
     if not args.no_write:
         write_section("default-importance", text)
