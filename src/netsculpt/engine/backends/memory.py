@@ -120,6 +120,12 @@ def resolve_channels(session: Any, actions: list[Action]) -> dict[int, np.ndarra
     plan: dict[int, np.ndarray] = {}
     for i, a in enumerate(actions):
         g = _group(index, a, i)
+        size = a.args.get("size")
+        if size is not None and int(size) != g.size:
+            raise InputError(
+                f"plan remove_channels[{i}]: made for a group of {size} channels; this model's "
+                f"{g.describe()} has {g.size} (a plan applies to the architecture it was made for)"
+            )
         ch = np.asarray(a.args["channels"], dtype=np.int64)
         if ch.size and (ch.min() < 0 or ch.max() >= g.size):
             raise InputError(
