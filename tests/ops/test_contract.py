@@ -1,4 +1,4 @@
-"""One contract over every op (STYLE.md §4): each row is (op, config, tiny model).
+"""One contract over every op (docs/contributing.md §4): each row is (op, config, tiny model).
 
 Every row checks: the model still runs with the same output shape; params / MACs move the way
 the report says (and match a fresh count); ops that promise equal outputs keep them; a fixed

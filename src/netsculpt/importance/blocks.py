@@ -1,4 +1,4 @@
-"""How much each block matters, measured on data (ALGORITHMS.md §1, §4).
+"""How much each block matters, measured on data (docs/algorithms.md §1, §4).
 
 Criteria (a block's *effect*; small = safe to remove):
 

@@ -3,7 +3,7 @@
 ``ns.merge(model, example_inputs)`` applies the exact folds (BatchNorm into the neighbouring
 Linear / Conv, Linear∘Linear, pointwise conv∘conv, norm gains into the next Linears), each checked
 to 1e-5 relative on the example inputs. ``neurons=True`` and ``blocks=True`` add the approximate
-merges (ALGORITHMS.md §2); the report says what each one cost in output similarity.
+merges (docs/algorithms.md §2); the report says what each one cost in output similarity.
 """
 
 from __future__ import annotations

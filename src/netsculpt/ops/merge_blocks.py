@@ -3,7 +3,8 @@ the RDSC rule ``θ*_l = θ_l + Σ_{k=1..m} (θ_{l+k} − θ_l)`` (norms kept fro
 others by the identity, and keep the change only if the model's output stays similar.
 
 The sum uses the *original* ``θ_l`` for every ``k``. LaCo's reference notebook updates ``θ_l`` in
-place inside the loop, which yields ``θ_{l+m}`` (layer replacement, not RDSC); see ALGORITHMS.md.
+place inside the loop, which yields ``θ_{l+m}`` (layer replacement, not RDSC); see
+docs/algorithms.md §2.
 
 >>> a, b, c = (torch.tensor([1.0]), torch.tensor([2.0]), torch.tensor([4.0]))
 >>> rdsc([a, b, c])

@@ -1,5 +1,5 @@
 """Merge several trained models of one architecture in weight space: a uniform soup, task
-arithmetic, or TIES (ALGORITHMS.md §2). Returns a new model; the inputs are not changed.
+arithmetic, or TIES (docs/algorithms.md §2). Returns a new model; the inputs are not changed.
 
 >>> import torch
 >>> a, b = torch.nn.Linear(2, 2), torch.nn.Linear(2, 2)

@@ -2,7 +2,8 @@
 
 Every function returns *new* modules (deep copies with folded tensors) and leaves its arguments
 untouched, so a caller can put the originals back if verification fails. Math is done in float64
-and cast back, which keeps folded models within ~1e-7 of the original. Formulas: ALGORITHMS.md §2.
+and cast back, which keeps folded models within ~1e-7 of the original. Formulas:
+docs/algorithms.md §2.
 
 >>> conv, bn = nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8).eval()
 >>> fused = fold_bn_after(conv, bn)
