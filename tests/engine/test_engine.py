@@ -184,3 +184,22 @@ def test_a_failed_verb_restores_the_model_exactly(monkeypatch):
     for n, mod in w.named_modules():
         assert set(vars(mod)) == set(before[2][n]), n
     assert not hasattr(w, "_netsculpt_edits") or not w._netsculpt_edits
+
+
+def test_a_meta_model_is_refused_in_one_line():
+    with torch.device("meta"):
+        m = _mlp()
+    with pytest.raises(InputError, match="meta device"):
+        ns.prune(m, torch.empty(2, 6, device="meta"), amount=0.5)
+
+
+def test_heal_names_a_batch_that_does_not_fit_the_model():
+    data = [(torch.randn(4, 5), torch.zeros(4).long())]
+    with pytest.raises(InputError, match=r"heal: data batch 0 \(input \(4, 5\)\) does not fit"):
+        ns.heal(_mlp(), data, epochs=1, progress=False)
+
+
+@pytest.mark.parametrize("kw", [{"lr": float("nan")}, {"lr": -1.0}, {"weight_decay": -0.1}])
+def test_heal_refuses_bad_numbers(kw):
+    with pytest.raises(InputError, match="heal: "):
+        ns.heal(_mlp(), [(torch.randn(4, 6), torch.zeros(4).long())], epochs=1, **kw)

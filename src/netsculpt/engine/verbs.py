@@ -43,10 +43,27 @@ def call(
     """Run the registered op ``name`` on ``model`` (edited in place) and return its Report."""
     spec = registry.get(name)
     cfg = spec.config(config, overrides)
+    _refuse_meta(name, model)
     session = session_for(model, example_inputs, cfg, data)
     report = session.guarded(lambda: spec.module.run(session, cfg))
     report.config = {"op": name, **cfg.to_dict(), **report.config}
     return report
+
+
+# ops that only read shapes: they run on a model whose weights are on the meta device
+SHAPE_ONLY = {"analyze"}
+
+
+def _refuse_meta(name: str, model: Any) -> None:
+    """Scores, verification and folds need weights: a meta model is refused in one line."""
+    if name in SHAPE_ONLY or not isinstance(model, nn.Module):
+        return
+    if any(t.device.type == "meta" for t in model.parameters()):
+        raise InputError(
+            f"{name}: the model's weights are on the meta device and {name} needs their values; "
+            "load the weights first (netsculpt.hf.prune_pretrained / cut_pretrained edit a "
+            "checkpoint folder without loading it; analyze works on meta)"
+        )
 
 
 def verb(name: str):

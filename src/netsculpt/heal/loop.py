@@ -65,7 +65,8 @@ def heal(
         ns.prune(model, x, amount=0.5)
         ns.heal(model, train_loader, teacher=original, epochs=3)
     """
-    loss = _check(teacher, epochs, steps, loss, task, optimizer, alpha, temperature, hidden)
+    loss = _check(teacher, epochs, steps, loss, task, optimizer, alpha, temperature, hidden, lr,
+                  weight_decay)  # fmt: skip
     opts = dict(task=task, loss=loss, temperature=temperature, alpha=alpha)
     config = {k: v for k, v in locals().items() if k not in ("model", "data", "teacher", "opts")}
     config.update(teacher=teacher is not None, val_data=val_data is not None)
@@ -74,6 +75,11 @@ def heal(
     train, val = make_loaders(
         data, val_data=val_data, val_fraction=val_fraction, seed=seed, batch_size=batch_size
     )
+    from netsculpt.calibration.batches import probe_batch
+    from netsculpt.utils import eval_mode
+
+    with eval_mode(model):
+        probe_batch(model, train, "heal")
     home = device_of(model)
     masks = list(_masks(model))
     if lora:
@@ -107,7 +113,19 @@ def heal(
     )
 
 
-def _check(teacher, epochs, steps, loss, task, optimizer, alpha, temperature, hidden) -> str:
+def _check(
+    teacher,
+    epochs,
+    steps,
+    loss,
+    task,
+    optimizer,
+    alpha,
+    temperature,
+    hidden,
+    lr=1e-3,
+    weight_decay=0.0,
+) -> str:
     if task not in TASKS:
         raise InputError(f"heal: task={task!r} is not one of {', '.join(TASKS)}")
     if loss is None:
@@ -127,6 +145,13 @@ def _check(teacher, epochs, steps, loss, task, optimizer, alpha, temperature, hi
             raise InputError(f"heal: {name}={value} must be at least 1")
     if epochs is not None and steps is not None:
         raise InputError("heal: pass epochs= or steps=, not both")
+    from netsculpt.core.config import non_negative, positive
+
+    for name, value, check in (
+        ("lr", lr, positive()),
+        ("weight_decay", weight_decay, non_negative()),
+    ):
+        check(f"heal: {name}", value)
     if not 0 <= alpha <= 1 or temperature <= 0:
         raise InputError(
             f"heal: need 0 <= alpha <= 1 and temperature > 0 (got {alpha}, {temperature})"
