@@ -18,7 +18,7 @@ from typing import Any
 __version__ = "0.1.0"
 
 # verbs made from the op registry (netsculpt.engine.registry): name -> op name
-_VERBS = {"prune", "merge"}
+_VERBS = {"prune", "merge", "analyze"}
 # public name -> module that defines it
 _EXPORTS = {
     "apply": "netsculpt.engine.verbs",
@@ -27,7 +27,6 @@ _EXPORTS = {
     "cut": "netsculpt.ops.cut",
     "grow": "netsculpt.ops.grow",
     "merge_models": "netsculpt.ops.merge_models",
-    "analyze": "netsculpt.ops.analyze",
     "heal": "netsculpt.heal",
     "evaluate": "netsculpt.measure.evaluate",
     "measure": "netsculpt.measure",
