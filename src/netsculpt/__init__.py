@@ -18,7 +18,7 @@ from typing import Any
 __version__ = "0.1.0"
 
 # verbs made from the op registry (netsculpt.engine.registry): name -> op name
-_VERBS = {"prune"}
+_VERBS = {"prune", "merge", "analyze"}
 # public name -> module that defines it
 _EXPORTS = {
     "apply": "netsculpt.engine.verbs",
@@ -26,9 +26,7 @@ _EXPORTS = {
     "Action": "netsculpt.core.plan",
     "cut": "netsculpt.ops.cut",
     "grow": "netsculpt.ops.grow",
-    "merge": "netsculpt.ops.merge",
     "merge_models": "netsculpt.ops.merge_models",
-    "analyze": "netsculpt.ops.analyze",
     "heal": "netsculpt.heal",
     "evaluate": "netsculpt.measure.evaluate",
     "measure": "netsculpt.measure",

@@ -34,9 +34,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import netsculpt as ns
     from netsculpt.data import load_dataset, resolve_model
     from netsculpt.io import save
-    from netsculpt.ops.merge import merge
 
     check_output(args.report, suffixes=(".json", ".html"))
     model, example_inputs, source = resolve_model(args.model)
@@ -45,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
             f"{args.model}: no example inputs known for this model; use the Python API"
         )
     data = load_dataset(args.data, "val") if args.data else None
-    report = merge(
+    report = ns.merge(
         model,
         example_inputs,
         neurons=args.neurons,

@@ -24,9 +24,16 @@ Action kinds (``Action.kind``) and their ``args``:
 - ``remove_block``: ``block`` = a block name of :func:`netsculpt.graph.blocks.find_blocks`,
   ``how`` = ``skip`` / ``identity`` / ``bridge`` / ``bridge+fold``; a bridge carries its fitted
   ``weight`` / ``bias`` (nested lists) so that a replay gives the same model.
-- ``fold``: ``fold_kind`` (``bn_after``, ``bn_before``, ``affine``, ``norm_gain``) and
-  ``modules`` (the module paths folded together).
-- ``merge_neurons``, ``collapse_blocks``, ``grow``, ``drop_layers``: the op's own fields.
+- ``fold``: ``fold_kind`` (``bn_after``: layer, bn; ``bn_before``: bn, layer;
+  ``linear_linear`` / ``conv_conv`` (or ``affine``): first, second; ``norm_gain``: norm, the
+  Linears that read it) and ``modules`` (the module paths folded together, in that order).
+- ``merge_neurons``: ``producer`` = the Linear / Conv whose output neurons merge,
+  ``merged`` = ``[j, k, r]`` triples (channel ``j`` folds into the kept channel ``k`` with ratio
+  ``r``: the consumers get ``W2[:, k] += r·W2[:, j]``, then ``j`` is removed; ``r = 0``: a dead
+  neuron); ``batchnorm``, ``consumers`` and ``size`` describe it for a reader.
+- ``collapse_blocks``: ``blocks`` = adjacent block names (as :func:`find_blocks` names them
+  when the action runs) merged by RDSC into the first; the others are removed.
+- ``grow``, ``drop_layers``: the op's own fields.
 
 The format is versioned (``"version"``); :meth:`Plan.from_dict` refuses versions it does not
 know and actions that miss a field, with one line that names the action.
