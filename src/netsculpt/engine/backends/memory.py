@@ -3,7 +3,8 @@
 Each action kind has an applier, ``fn(session, actions, **options) -> applied actions``;
 consecutive actions of one kind are applied together (one surgery call removes every planned
 channel group at once, as a graph-consistent edit). Ops register the appliers of their own
-action kinds with :func:`applier`; the two that prune needs live here.
+action kinds with :func:`applier`; the ones prune needs and
+``drop_layers`` (which the shard backend applies too) live here.
 
 :meth:`MemoryBackend.checkpoint` records the model's structure (classes, attributes, the
 parameter and buffer tensors, the edit log, the masks, a Hugging Face config) without copying
@@ -215,4 +216,15 @@ def _add_bias(session: Any, actions: list[Action], **_: Any) -> list[Action]:
             )
         folds.append((a.args["module"], delta))
     add_to_bias(session.model, folds)
+    return actions
+
+
+@applier("drop_layers")
+def _drop_layers(session: Any, actions: list[Action], **_: Any) -> list[Action]:
+    """Delete transformer layers of a Hugging Face layer list (``layers``: positions in the
+    list as it is when the action applies); the config's depth and per-layer fields follow."""
+    from netsculpt.surgery.hf_layers import drop_layers
+
+    for a in actions:
+        a.args["layers"] = drop_layers(session.model, a.args["layers"])
     return actions
