@@ -148,14 +148,24 @@ def _group(index: dict, a: Action, i: int) -> Any:
 
 @applier("remove_channels")
 def _remove_channels(
-    session: Any, actions: list[Action], *, safe: bool = True, check: Any = None, **_: Any
+    session: Any,
+    actions: list[Action],
+    *,
+    safe: bool = True,
+    check: Any = None,
+    verify: bool = True,
+    **_: Any,
 ) -> list[Action]:
     """Remove every planned group at once; with ``safe``, groups whose removal breaks the
-    model are left out (the session gets a note for each) instead of failing the edit."""
+    model are left out (the session gets a note for each) instead of failing the edit.
+    ``verify=False``: shapes only, the model is not run (a meta model that cannot run)."""
     from netsculpt.surgery import remove_channels, remove_channels_safely
 
     graph = session.graph
     by_group = resolve_channels(session, actions)
+    if not verify:
+        remove_channels(session.model, graph, by_group)
+        return actions
     if not safe:
         remove_channels(session.model, graph, by_group, session.example_inputs, check=check)
         return actions
