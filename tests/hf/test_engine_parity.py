@@ -103,3 +103,19 @@ def test_cli_in_memory_and_sharded_report_the_same_sizes(checkpoint, tmp_path, c
     # heads and MLP only: the hidden size stays
     assert json.loads((tmp_path / "b" / "config.json").read_text())["hidden_size"] == 64
     assert ns.load(tmp_path / "a").config.hidden_size == 64
+
+
+def test_cut_pretrained_plan_replays_in_memory(tmp_path):
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    cfg = transformers.LlamaConfig(**(CONFIG | {"num_hidden_layers": 4}))
+    transformers.LlamaForCausalLM(cfg).save_pretrained(tmp_path / "src", max_shard_size="50KB")
+    rep = nhf.cut_pretrained(tmp_path / "src", tmp_path / "dst", layers=[2, 1])
+    assert [a.to_dict() for a in rep.plan.actions] == [{"kind": "drop_layers", "layers": [1, 2]}]
+    model = _loaded(tmp_path / "src")
+    ns.apply(model, example_inputs(model), rep.plan.to_json())
+    got = _loaded(tmp_path / "dst")
+    assert _shapes(model) == _shapes(got) and model.config.num_hidden_layers == 2
+    x = example_inputs(model)
+    with torch.no_grad():
+        assert torch.allclose(model(**x).logits, got(**x).logits, atol=1e-5)

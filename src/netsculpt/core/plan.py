@@ -26,7 +26,10 @@ Action kinds (``Action.kind``) and their ``args``:
   ``weight`` / ``bias`` (nested lists) so that a replay gives the same model.
 - ``fold``: ``fold_kind`` (``bn_after``, ``bn_before``, ``affine``, ``norm_gain``) and
   ``modules`` (the module paths folded together).
-- ``merge_neurons``, ``collapse_blocks``, ``grow``, ``drop_layers``: the op's own fields.
+- ``drop_layers``: ``layers`` = positions in a Hugging Face model's transformer layer list
+  (as it is when the action applies) to delete; the config's depth and per-layer fields
+  follow. Applied in memory and by the shard backend (``netsculpt.hf.cut_pretrained``).
+- ``merge_neurons``, ``collapse_blocks``, ``grow``: the op's own fields.
 
 The format is versioned (``"version"``); :meth:`Plan.from_dict` refuses versions it does not
 know and actions that miss a field, with one line that names the action.

@@ -256,7 +256,7 @@ def prune_pretrained(
     from netsculpt.engine.verbs import run
 
     t0 = time.perf_counter()
-    kw = prune_options(amount=amount, targets=tuple(targets), importance=importance,
+    kw = prune_options(amount=amount, targets=targets, importance=importance,
                        global_=global_, round_to=round_to, uniform=True)  # fmt: skip
     cfg = registry.get("prune").config(None, kw)
     if importance not in MAGNITUDE:
@@ -275,8 +275,8 @@ def prune_pretrained(
 
     def body(tmp: Path) -> tuple[Report, dict]:
         changed: dict = {}
-        backend = ShardBackend(shards, tmp, max_shard_size=limit,
-                               before_write=_writes_config(src, tmp, before, advice, changed))  # fmt: skip
+        write_config = _writes_config(src, tmp, before, advice, changed)
+        backend = ShardBackend(shards, tmp, max_shard_size=limit, before_write=write_config)
         session = Session(model, example, backend=backend, scorer=backend.scorer(model))
         report = run("prune", session, cfg)
         return report, _finish(src, tmp, backend, changed)
@@ -325,8 +325,8 @@ def cut_pretrained(
 
     def body(tmp: Path) -> tuple[Report, dict]:
         changed: dict = {}
-        backend = ShardBackend(shards, tmp, max_shard_size=limit,
-                               before_write=_writes_config(src, tmp, config_before, advice, changed))  # fmt: skip
+        write_config = _writes_config(src, tmp, config_before, advice, changed)
+        backend = ShardBackend(shards, tmp, max_shard_size=limit, before_write=write_config)
         session = Session(model, None, backend=backend)
         done = session.guarded(lambda: session.apply(plan))
         after = Snapshot(params=sum(p.numel() for p in model.parameters()))
