@@ -33,7 +33,10 @@ Action kinds (``Action.kind``) and their ``args``:
   neuron); ``batchnorm``, ``consumers`` and ``size`` describe it for a reader.
 - ``collapse_blocks``: ``blocks`` = adjacent block names (as :func:`find_blocks` names them
   when the action runs) merged by RDSC into the first; the others are removed.
-- ``grow``, ``drop_layers``: the op's own fields.
+- ``drop_layers``: ``layers`` = positions in a Hugging Face model's transformer layer list
+  (as it is when the action applies) to delete; the config's depth and per-layer fields
+  follow. Applied in memory and by the shard backend (``netsculpt.hf.cut_pretrained``).
+- ``grow``: the op's own fields.
 
 The format is versioned (``"version"``); :meth:`Plan.from_dict` refuses versions it does not
 know and actions that miss a field, with one line that names the action.

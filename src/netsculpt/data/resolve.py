@@ -91,12 +91,12 @@ def _from_path(path: Path) -> tuple[nn.Module, Any, str | None]:
     example = example_inputs_for(source)
     vocab = getattr(getattr(model, "config", None), "vocab_size", None)
     if example is None and isinstance(vocab, int):  # a Hugging Face text model
-        example = {"input_ids": torch.randint(0, vocab, (1, 16), generator=_seeded())}
+        from netsculpt.hf.io import example_inputs
+
+        example = example_inputs(model)  # the shape the shard path measures MACs on
+    if source is None and (path / "config.json").is_file() and hasattr(model, "config"):
+        source = "hf"  # a Hugging Face folder: the CLI applies the HF prune defaults
     return model, example, source
-
-
-def _seeded() -> torch.Generator:
-    return torch.Generator().manual_seed(0)
 
 
 def _load_program(path: Path) -> torch.export.ExportedProgram:

@@ -3,7 +3,8 @@
 Each action kind has an applier, ``fn(session, actions, **options) -> applied actions``;
 consecutive actions of one kind are applied together (one surgery call removes every planned
 channel group at once, as a graph-consistent edit). Ops register the appliers of their own
-action kinds with :func:`applier`; the two that prune needs live here.
+action kinds with :func:`applier`; the ones prune needs and
+``drop_layers`` (which the shard backend applies too) live here.
 
 :meth:`MemoryBackend.checkpoint` records the model's structure (classes, attributes, the
 parameter and buffer tensors, the edit log, the masks, a Hugging Face config) without copying
@@ -153,14 +154,24 @@ def _group(index: dict, a: Action, i: int) -> Any:
 
 @applier("remove_channels")
 def _remove_channels(
-    session: Any, actions: list[Action], *, safe: bool = True, check: Any = None, **_: Any
+    session: Any,
+    actions: list[Action],
+    *,
+    safe: bool = True,
+    check: Any = None,
+    verify: bool = True,
+    **_: Any,
 ) -> list[Action]:
     """Remove every planned group at once; with ``safe``, groups whose removal breaks the
-    model are left out (the session gets a note for each) instead of failing the edit."""
+    model are left out (the session gets a note for each) instead of failing the edit.
+    ``verify=False``: shapes only, the model is not run (a meta model that cannot run)."""
     from netsculpt.surgery import remove_channels, remove_channels_safely
 
     graph = session.graph
     by_group = resolve_channels(session, actions)
+    if not verify:
+        remove_channels(session.model, graph, by_group)
+        return actions
     if not safe:
         remove_channels(session.model, graph, by_group, session.example_inputs, check=check)
         return actions
@@ -306,4 +317,14 @@ def _collapse_blocks(session: Any, actions: list[Action], **_: Any) -> list[Acti
             blocks = [by_name[n] for n in names]
         collapse_blocks(session.model, blocks)
         session.stale()  # the next action's names refer to the model after this one
+
+
+@applier("drop_layers")
+def _drop_layers(session: Any, actions: list[Action], **_: Any) -> list[Action]:
+    """Delete transformer layers of a Hugging Face layer list (``layers``: positions in the
+    list as it is when the action applies); the config's depth and per-layer fields follow."""
+    from netsculpt.surgery.hf_layers import drop_layers
+
+    for a in actions:
+        a.args["layers"] = drop_layers(session.model, a.args["layers"])
     return actions
