@@ -317,6 +317,7 @@ def _collapse_blocks(session: Any, actions: list[Action], **_: Any) -> list[Acti
             blocks = [by_name[n] for n in names]
         collapse_blocks(session.model, blocks)
         session.stale()  # the next action's names refer to the model after this one
+    return actions
 
 
 @applier("drop_layers")
