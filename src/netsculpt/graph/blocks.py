@@ -410,3 +410,20 @@ def _plain_how(
 
 def blocks_by_name(blocks: list[Block]) -> dict[str, Block]:
     return {b.name: b for b in blocks}
+
+
+def own_group(graph: Any, block: Block) -> Any:
+    """The largest prunable channel group of ``graph`` (a
+    :class:`~netsculpt.graph.channels.StructureGraph`) produced only inside ``block``: what
+    ``grow(kind="wider")`` widens. None when the block produces no such group."""
+    prefixes = tuple(p + "." for p in block.modules)
+    best = None
+    for g in graph.groups:
+        outs = [m for m in g.members if m.role == "out"]
+        if (
+            g.prunable
+            and outs
+            and all(m.module in block.modules or m.module.startswith(prefixes) for m in outs)
+        ):
+            best = g if best is None or g.size > best.size else best
+    return best
