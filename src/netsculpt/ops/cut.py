@@ -36,7 +36,7 @@ from netsculpt.core.config import (
 from netsculpt.core.errors import InputError
 from netsculpt.core.plan import Action, Plan
 from netsculpt.core.select import is_ignored
-from netsculpt.graph.blocks import Block
+from netsculpt.graph.blocks import Block, block_ignored
 from netsculpt.importance.blocks import CRITERIA, BlockScorer
 from netsculpt.measure.macs import macs_inside
 from netsculpt.measure.params import count_params, saved_size_bytes
@@ -214,7 +214,7 @@ class _State:
         self.scores: dict[str, float] = {}
         self.macs: int | None = before.macs
         self.goal: int | None = None
-        self.reread = False  # the backend had to re-read the blocks: measure MACs afresh
+        self.reread = False  # the backend had to re-export: measure the MACs afresh
         self.recalibrated: tuple[int, int] | None = None
 
 
@@ -242,13 +242,7 @@ def _check_ignore(session: Any, names: set[str]) -> None:
 
 def _ignored(session: Any, block: Block) -> bool:
     """A block is kept whole when it, or any module inside it, is ignored."""
-    pats = session.ignore
-    if not pats:
-        return False
-    model = session.model
-    return any(
-        is_ignored(q, pats) for m in block.modules for q, _ in model.get_submodule(m).named_modules(prefix=m)
-    )  # fmt: skip
+    return block_ignored(session.model, block, session.ignore)
 
 
 def _candidates(session: Any, blocks: list[Block]) -> list[Block]:
@@ -386,7 +380,6 @@ def _record(session: Any, state: _State, done: Plan, by_name: dict, deltas: dict
             name = a.args["block"]
             b = by_name[name]
             line = prefix + a.args.pop("_note", f"{name}: removed")
-            state.reread = state.reread or bool(a.args.pop("_reread", False))
             if state.macs is not None:
                 state.macs += deltas[name]
             state.removed.append({
@@ -401,8 +394,10 @@ def _record(session: Any, state: _State, done: Plan, by_name: dict, deltas: dict
 def _apply_step(session: Any, cfg: CutConfig, state: _State, blocks: list, actions, prefix=""):
     by_name = {b.name: b for b in blocks}
     deltas = {a.args["block"]: _mac_delta(session, by_name[a.args["block"]]) for a in actions}
-    pos = len(session.notes)
+    pos, exports = len(session.notes), session.exports
     done = _remove(session, cfg, actions)
+    # the backend re-read the blocks (an edit renamed one): the predicted MACs may not hold
+    state.reread = state.reread or session.exports > exports
     session.notes[pos:pos] = _record(session, state, done, by_name, deltas, prefix)
 
 

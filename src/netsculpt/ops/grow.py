@@ -37,8 +37,7 @@ from netsculpt.core.config import (
 )
 from netsculpt.core.errors import InputError, VerificationError
 from netsculpt.core.plan import Action, Plan
-from netsculpt.core.select import is_ignored
-from netsculpt.graph.blocks import IDEMPOTENT, Block, own_group
+from netsculpt.graph.blocks import IDEMPOTENT, Block, block_ignored, own_group
 from netsculpt.graph.channels import group_anchor
 from netsculpt.importance.blocks import CRITERIA, BlockScorer
 from netsculpt.measure.params import saved_size_bytes
@@ -146,13 +145,8 @@ def deeper_refusal(model: nn.Module, block: Block) -> str | None:
 
 
 def _ignored(session: Any, block: Block) -> bool:
-    pats = session.ignore
-    if not pats:
-        return False
-    model = session.model
-    return any(
-        is_ignored(q, pats) for m in block.modules for q, _ in model.get_submodule(m).named_modules(prefix=m)
-    )  # fmt: skip
+    """A block is kept whole when it, or any module inside it, is ignored."""
+    return block_ignored(session.model, block, session.ignore)
 
 
 def _snapshot(session: Any) -> Snapshot:
@@ -307,7 +301,6 @@ def _row(block: Block, a: Action) -> dict[str, Any]:
         note = f"{name}: copy inserted after it, {', '.join(block.out_params)} zeroed"
     else:
         note = f"{name}: identity {layer} inserted after {block.activation}"
-    a.args.pop("_reread", None)
     return {"block": name, "how": a.args["how"], "params_added": a.args["params_added"],
             "note": note}  # fmt: skip
 

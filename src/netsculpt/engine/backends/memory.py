@@ -265,7 +265,7 @@ def _stale_block(block: Any, edits: list[tuple[Any, str]]) -> bool:
     return False
 
 
-def _current_block(session: Any, blocks: dict, edits: list, name: str, a: Action) -> tuple:
+def _current_block(session: Any, blocks: dict, edits: list, name: str) -> Any:
     """The block ``name`` of the model as it is now: the last read when no edit since can have
     changed it, else a fresh read (one export)."""
     b = blocks.get(name)
@@ -274,7 +274,6 @@ def _current_block(session: Any, blocks: dict, edits: list, name: str, a: Action
         blocks.clear()
         blocks.update(_blocks_by_name(session))
         edits.clear()
-        a.args["_reread"] = True
         b = blocks.get(name)
     return b
 
@@ -328,7 +327,7 @@ def _remove_block(session: Any, actions: list[Action], *, safe: bool = True, **_
     for i, a in enumerate(actions):
         where = f"plan remove_block[{i}]"
         name = str(a.args["block"])
-        b = _current_block(session, blocks, edits, name, a)
+        b = _current_block(session, blocks, edits, name)
         how = a.args.get("how") or (b.how if b is not None else "")
         why = (
             f"no block named {name!r}" if b is None
@@ -457,7 +456,7 @@ def _grow(session: Any, actions: list[Action], **_: Any) -> list[Action]:
     edits: list[tuple[Any, str]] = []
     for i, a in enumerate(deeper):
         name = str(a.args["block"])
-        b = _current_block(session, blocks, edits, name, a)
+        b = _current_block(session, blocks, edits, name)
         if b is None:
             raise InputError(f"plan grow[{i}]: no block named {name!r}")
         how = a.args.get("how") or ("block-expansion" if b.residual else "net2deeper")
