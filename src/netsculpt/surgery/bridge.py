@@ -12,7 +12,7 @@ here, with the other editors.
 >>> x = [torch.randn(8, 4)]
 >>> ref = [net(x[0]).detach()]
 >>> with torch.no_grad():
-...     net[0].weight.zero_()
+...     _ = net[0].weight.zero_()
 >>> before = float(distill_loss(ref[0], net(x[0])))
 >>> train_bridge(net, "0", x, ref, steps=50) < before
 True
