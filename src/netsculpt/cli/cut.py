@@ -19,7 +19,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     what.add_argument("--threshold", type=float, help="remove blocks whose effect is below this")
     what.add_argument("--count", type=int, help="remove the N least important blocks")
     what.add_argument("--blocks", help="comma-separated block names to remove")
-    parser.add_argument("--criterion", default="kl", help="kl, loss, influence, angular, taylor")
+    parser.add_argument(
+        "--criterion", default="kl", help="block importance: kl, loss, influence, angular, taylor"
+    )
     parser.add_argument("--iterative", action="store_true", help="re-score after each removal")
     parser.add_argument("--bridge", default="lstsq", choices=("lstsq", "train", "none"))
     parser.add_argument("--protect", default="", help="comma-separated blocks never to remove")
@@ -37,9 +39,9 @@ def _names(text: str | None) -> tuple[str, ...]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from netsculpt import cut
     from netsculpt.data import load_dataset, make_loader, resolve_model
     from netsculpt.io import save
-    from netsculpt.ops.cut import cut
 
     check_output(args.report, suffixes=(".json", ".html"))
     model, example_inputs, source = resolve_model(args.model)
@@ -51,10 +53,10 @@ def run(args: argparse.Namespace) -> int:
         threshold=args.threshold,
         count=args.count,
         blocks=_names(args.blocks),
-        criterion=args.criterion,
+        importance=args.criterion,
         iterative=args.iterative,
         bridge=args.bridge,
-        protect=_names(args.protect),
+        ignore=_names(args.protect),
         max_batches=args.batches,
         recalibrate_bn=not args.keep_bn_stats,
     )

@@ -27,9 +27,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from netsculpt import grow
     from netsculpt.data import load_dataset, make_loader, resolve_model
     from netsculpt.io import save
-    from netsculpt.ops.grow import grow
 
     check_output(args.report, suffixes=(".json", ".html"))
     model, example_inputs, source = resolve_model(args.model)
@@ -43,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
         data=data,
         count=args.count,
         threshold=args.threshold,
-        criterion=args.criterion,
+        importance=args.criterion,
         factor=args.factor,
         trainable=args.trainable,
         max_batches=args.batches,

@@ -78,6 +78,16 @@ def non_negative() -> Check:
     return check
 
 
+def finite() -> Check:
+    """Any finite number (NaN and infinities refused)."""
+
+    def check(name: str, v: Any) -> None:
+        if v is not None:
+            _number(name, v, "a finite number")
+
+    return check
+
+
 def positive() -> Check:
     def check(name: str, v: Any) -> None:
         if v is not None and _number(name, v, "a number > 0") <= 0:

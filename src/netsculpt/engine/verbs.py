@@ -7,7 +7,6 @@ anything fails. :func:`apply` replays a saved or hand-written :class:`~netsculpt
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 from torch import nn
@@ -85,7 +84,7 @@ def verb(name: str):
     fn.__name__ = fn.__qualname__ = name
     fn.__doc__ = spec.module.run.__doc__
     fn.__module__ = "netsculpt"
-    return functools.wraps(fn)(fn)
+    return fn
 
 
 def apply(

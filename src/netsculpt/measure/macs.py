@@ -168,6 +168,33 @@ def macs_from_graph(graph_module: torch.fx.GraphModule) -> int:
     return total
 
 
+def macs_inside(ep: torch.export.ExportedProgram, paths: Sequence[str]) -> int:
+    """MACs of the counted ops of ``ep`` called from inside the modules at ``paths`` (or their
+    submodules): what removing those modules takes off :func:`macs_from_program`.
+
+    >>> m = nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2))
+    >>> ep = torch.export.export(m, (torch.zeros(1, 4),))
+    >>> macs_inside(ep, ["2"]), macs_from_program(ep)
+    (6, 18)
+    """
+    from netsculpt.graph.capture import _clean_path
+
+    wanted = set(paths)
+    prefixes = tuple(p + "." for p in wanted)
+    total = 0
+    for node in ep.graph_module.graph.nodes:
+        if node.op != "call_function":
+            continue
+        rule = _RULES.get(getattr(node.target, "overloadpacket", None))
+        if rule is None:
+            continue
+        stack = node.meta.get("nn_module_stack") or {}
+        mods = {_clean_path(v[0]) for v in stack.values()}
+        if any(m in wanted or m.startswith(prefixes) for m in mods):
+            total += int(rule(node))
+    return total
+
+
 def macs_from_program(ep: torch.export.ExportedProgram) -> int:
     """MACs of an already captured ``ExportedProgram``.
 
