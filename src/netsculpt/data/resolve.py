@@ -65,6 +65,11 @@ def resolve_model(name_or_path: str) -> tuple[nn.Module, Any, str | None]:
     path = Path(name)
     if path.exists():
         return _from_path(path)
+    from netsculpt.io.outputs import interrupted_message
+
+    left = interrupted_message(path)  # a save folder whose save was killed mid-swap
+    if left:
+        raise InputError(left)
     tv_names = _torchvision_names()
     if name in tv_names:
         model = torchvision_model(name)

@@ -11,7 +11,8 @@ import torch
 from torch import nn
 
 from netsculpt.errors import InputError, UnsafeFileError
-from netsculpt.io.saving import MANIFEST, load
+from netsculpt.io.loading import load
+from netsculpt.io.outputs import MANIFEST
 from netsculpt.utils import eval_mode, normalize_inputs
 
 
