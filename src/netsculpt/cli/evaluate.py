@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from netsculpt.cli._common import add_model_argument
+from netsculpt.cli._common import add_model_argument, check_output, write_text
 
 NAME = "evaluate"
 HELP = (
@@ -37,6 +37,7 @@ def run(args: argparse.Namespace) -> int:
     from netsculpt.measure.evaluate import evaluate
     from netsculpt.report.console import human
 
+    check_output(args.json, suffixes=(".json",))
     model, example_inputs, _ = resolve_model(args.model)
     reference = resolve_model(args.reference)[0] if args.reference else None
     metric = args.metric or ("perplexity" if args.data == "stdlib-text" else "accuracy")
@@ -63,6 +64,5 @@ def run(args: argparse.Namespace) -> int:
         table.add_row(key, text)
     Console().print(table)
     if args.json:
-        with open(args.json, "w", encoding="utf-8") as f:
-            json.dump(res, f, indent=2)
+        write_text(args.json, json.dumps(res, indent=2))
     return 0

@@ -10,8 +10,10 @@ import argparse
 from netsculpt.cli._common import (
     add_model_argument,
     calibration,
+    check_folder,
     check_output,
     load_model,
+    number,
     write_report,
 )
 
@@ -24,9 +26,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_argument(parser)
     parser.add_argument("-o", "--output", help="folder to save the pruned model")
     s = parser.add_argument_group("structured")
-    s.add_argument("--amount", type=float, help="fraction of each group's channels removed")
-    s.add_argument("--target-macs", type=float, help="MACs budget (fraction ≤ 1, or a count)")
-    s.add_argument("--target-params", type=float, help="params budget (fraction ≤ 1, or a count)")
+    s.add_argument("--amount", type=number, help="fraction of each group's channels removed")
+    s.add_argument("--target-macs", type=number, help="MACs budget (fraction ≤ 1, or a count)")
+    s.add_argument("--target-params", type=number, help="params budget (fraction ≤ 1, or a count)")
     s.add_argument("--global", dest="global_", action="store_true", help="rank across groups")
     s.add_argument("--round-to", type=int, help="keep channel counts multiples of N")
     h = parser.add_argument_group("Hugging Face checkpoint folder, shard by shard")
@@ -40,8 +42,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     h.add_argument("--max-shard-size", help="re-pack the output shards, e.g. 5GB")
     u = parser.add_argument_group("unstructured")
-    u.add_argument("--threshold", type=float, help="zero weights with |w| below this")
-    u.add_argument("--sparsity", type=float, help="fraction of weights to zero")
+    u.add_argument("--threshold", type=number, help="zero weights with |w| below this")
+    u.add_argument("--sparsity", type=number, help="fraction of weights to zero")
     u.add_argument("--pattern", help="N:M sparsity, e.g. 2:4")
     u.add_argument("--keep-dead", action="store_true", help="do not remove dead neurons")
     parser.add_argument("--importance", help="l1, l2, taylor, activation, bn_scale, random")
@@ -104,6 +106,7 @@ def _run_sharded(args: argparse.Namespace) -> int:
         raise InputError(f"--sharded prunes by --amount only; not with {', '.join(used)}")
     if not args.output:
         raise InputError("--sharded needs an output folder: -o OUT")
+    check_folder(args.output)
     if args.report:
         check_output(args.report, suffixes=(".json", ".html"))
     report = prune_pretrained(

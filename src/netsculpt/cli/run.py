@@ -17,9 +17,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from netsculpt.cli._common import check_output
     from netsculpt.recipes import load_recipe
     from netsculpt.recipes import run as run_recipe
 
+    check_output(args.output)
     if args.check:
         recipe = load_recipe(args.recipe)
         print(f"{args.recipe}: ok ({len(recipe.steps)} steps)")
