@@ -133,26 +133,16 @@ def _dims(mod: nn.Module) -> list[tuple[str, Any, int, str]]:
         g = mod.groups if _size(mod.groups) else 1
         return [(a, getattr(mod, a), w.shape[0], "weight"), (b, getattr(mod, b), w.shape[1] * g,
                                                               "weight × groups")]  # fmt: skip
-    if isinstance(mod, nn.Embedding) and w is not None:
-        return [
-            ("num_embeddings", mod.num_embeddings, w.shape[0], "weight"),
-            ("embedding_dim", mod.embedding_dim, w.shape[1], "weight"),
-        ]
-    if isinstance(mod, nn.modules.batchnorm._NormBase):
-        ref = w if w is not None else getattr(mod, "running_mean", None)
-        if ref is not None:
-            return [("num_features", mod.num_features, ref.shape[0], "weight")]
-    if isinstance(mod, nn.GroupNorm) and w is not None:
-        return [("num_channels", mod.num_channels, w.shape[0], "weight")]
     return []
 
 
-def check_consistent(model: nn.Module, where: Path) -> None:
-    """The sizes stock layers store agree with their loaded weights (a manifest that says
-    ``in_features: 5`` for a 4-input weight is refused)."""
+def check_consistent(model: nn.Module, where: Path, changed: set[tuple[str, str]]) -> None:
+    """A size the manifest changed on a stock layer is the size of its loaded weight (a
+    manifest that says ``in_features: 5`` for a 4-input weight is refused). Sizes the manifest
+    leaves as the fresh model has them are not judged here."""
     for path, mod in model.named_modules():
         for attr, value, actual, tensor in _dims(mod):
-            if value != actual:
+            if (path, attr) in changed and value != actual:
                 raise ManifestError(
                     f"load: {where}: attrs[{path!r}].{attr} is {value!r} but {path or 'the model'}"
                     f".{tensor} gives {int(actual)}"

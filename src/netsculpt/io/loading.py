@@ -129,16 +129,20 @@ def _rebuild(
         new = build_module(spec, model, budget, f"{where}: modules[{i}]")
         set_submodule(model, spec["path"], new)
     _fix_shapes(model, manifest["shapes"], tensors, weights)
-    _set_attrs(model, manifest["attrs"], where)
+    changed = _set_attrs(model, manifest["attrs"], where)
     _set_config(model, manifest["config"])
     _tie(model, manifest["aliases"], weights)
     state = _checked_state(model, tensors, manifest, weights)
-    check_consistent(model, where)
+    check_consistent(model, where, changed)
     if not dry:
         _load_tensors(model, tensors, state)
 
 
-def _set_attrs(model: nn.Module, attrs: dict[str, dict[str, Any]], where: Path) -> None:
+def _set_attrs(
+    model: nn.Module, attrs: dict[str, dict[str, Any]], where: Path
+) -> set[tuple[str, str]]:
+    """Set the recorded attributes; returns the ``(path, name)`` of those that changed."""
+    changed = set()
     for path, values in attrs.items():
         module = existing_module(model, path, f"{where}: attrs key") if path else model
         for name, value in values.items():
@@ -146,7 +150,10 @@ def _set_attrs(model: nn.Module, attrs: dict[str, dict[str, Any]], where: Path) 
             current = getattr(module, name, None)
             if isinstance(value, list) and isinstance(current, (tuple, list)):
                 value = type(current)(value)
+            if value != current:
+                changed.add((path, name))
             setattr(module, name, value)
+    return changed
 
 
 def _set_config(model: nn.Module, saved: dict[str, Any] | None) -> None:
