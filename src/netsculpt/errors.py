@@ -21,3 +21,12 @@ class UnsupportedOpError(NetsculptError):
 
 class VerificationError(NetsculptError):
     """An edit broke the model (wrong output shape / values); the model was restored."""
+
+
+class UnsafeFileError(InputError):
+    """A file netsculpt will not read because reading it could run code (a pickle with
+    globals, compiled code in a ``.pt2``) or because it lies outside the folder it belongs to."""
+
+
+class ManifestError(InputError):
+    """A ``manifest.json`` that does not match the schema or names things that do not exist."""

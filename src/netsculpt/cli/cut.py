@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from netsculpt.cli._common import add_model_argument, check_output, write_report
+from netsculpt.cli._common import add_model_argument, check_output, number, write_report
 
 NAME = "cut"
 HELP = "Remove whole blocks / layers whose measured effect on the output is small (剪切)."
@@ -16,7 +16,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", help="built-in calibration data set (digits, mnist1d, ...)")
     parser.add_argument("-o", "--output", required=True, help="folder to save the cut model")
     what = parser.add_mutually_exclusive_group(required=True)
-    what.add_argument("--threshold", type=float, help="remove blocks whose effect is below this")
+    what.add_argument("--threshold", type=number, help="remove blocks whose effect is below this")
     what.add_argument("--count", type=int, help="remove the N least important blocks")
     what.add_argument("--blocks", help="comma-separated block names to remove")
     parser.add_argument(
@@ -43,6 +43,7 @@ def run(args: argparse.Namespace) -> int:
     from netsculpt.data import load_dataset, make_loader, resolve_model
     from netsculpt.io import save
 
+    check_output(args.output)
     check_output(args.report, suffixes=(".json", ".html"))
     model, example_inputs, source = resolve_model(args.model)
     data = make_loader(load_dataset(args.data, "train"), 128, True) if args.data else None

@@ -58,6 +58,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from netsculpt.cli._common import check_folder
+
+    check_folder(args.output)
     if args.model == "minilm":
         from netsculpt.hf.demo import run_minilm_demo
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from netsculpt.cli._common import add_model_argument, check_output, write_report
+from netsculpt.cli._common import add_model_argument, check_output, number, write_report
 from netsculpt.errors import InputError
 
 NAME = "merge"
@@ -22,7 +22,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--blocks", action="store_true", help="collapse similar adjacent blocks")
     parser.add_argument(
         "--threshold",
-        type=float,
+        type=number,
         help="--neurons: cosine distance (default 0.01); --blocks: output similarity to keep "
         "(default 0.9)",
     )
@@ -38,6 +38,7 @@ def run(args: argparse.Namespace) -> int:
     from netsculpt.data import load_dataset, resolve_model
     from netsculpt.io import save
 
+    check_output(args.output)
     check_output(args.report, suffixes=(".json", ".html"))
     model, example_inputs, source = resolve_model(args.model)
     if example_inputs is None:

@@ -14,6 +14,7 @@ from netsculpt.cli._common import (
     add_config_arguments,
     add_model_argument,
     calibration,
+    check_folder,
     check_output,
     config_overrides,
     load_model,
@@ -127,6 +128,7 @@ def _run_sharded(args: argparse.Namespace) -> int:
         raise InputError(f"--sharded prunes by --amount only; not with {', '.join(used)}")
     if not args.output:
         raise InputError("--sharded needs an output folder: -o OUT")
+    check_folder(args.output)
     if args.report:
         check_output(args.report, suffixes=(".json", ".html"))
     given = {

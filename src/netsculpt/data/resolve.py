@@ -65,6 +65,11 @@ def resolve_model(name_or_path: str) -> tuple[nn.Module, Any, str | None]:
     path = Path(name)
     if path.exists():
         return _from_path(path)
+    from netsculpt.io.outputs import interrupted_message
+
+    left = interrupted_message(path)  # a save folder whose save was killed mid-swap
+    if left:
+        raise InputError(left)
     tv_names = _torchvision_names()
     if name in tv_names:
         model = torchvision_model(name)
@@ -100,7 +105,6 @@ def _from_path(path: Path) -> tuple[nn.Module, Any, str | None]:
 
 
 def _load_program(path: Path) -> torch.export.ExportedProgram:
-    try:
-        return torch.export.load(str(path))
-    except Exception as exc:
-        raise InputError(f"{path}: not a torch.export program ({type(exc).__name__})") from exc
+    from netsculpt.io.program import load_program
+
+    return load_program(path)  # never runs the pickles a crafted archive may hold

@@ -19,9 +19,10 @@ import inspect
 from collections import OrderedDict
 from typing import Any
 
+import torch
 from torch import nn
 
-from netsculpt.errors import InputError
+from netsculpt.errors import InputError, ManifestError
 from netsculpt.utils import qualified_name
 
 FORMAT = "netsculpt/1"
@@ -232,28 +233,79 @@ def set_submodule(model: nn.Module, path: str, module: nn.Module) -> None:
     setattr(parent, leaf, module)
 
 
-def build_module(spec: dict[str, Any], model: nn.Module) -> nn.Module:
-    """Rebuild a module from its spec, resolving ``{"ref": path}`` against ``model`` now."""
+def existing_module(model: nn.Module, path: str, what: str) -> nn.Module:
+    """The submodule at ``path``, found through registered children only (never attributes);
+    ManifestError naming ``what`` when there is none."""
+    mod = model
+    for part in path.split(".") if path else []:
+        child = mod._modules.get(part)
+        if child is None:
+            raise ManifestError(f"load: {what} {path!r} names no module of {type(model).__name__}")
+        mod = child
+    return mod
+
+
+def _numel(module: nn.Module) -> int:
+    return sum(t.numel() for t in (*module.parameters(), *module.buffers()))
+
+
+def construct(
+    cls: type, kwargs: dict[str, Any], what: str, budget: int | None, growth: int = 2
+) -> nn.Module:
+    """``cls(**kwargs)``, refused with one line when it fails or, built on the meta device
+    first, would hold more than ``growth`` × ``budget`` elements (the weights file's count,
+    plus some slack): a size nobody saved."""
+    if budget is not None:
+        try:
+            with torch.device("meta"):
+                probe = cls(**kwargs)
+        except Exception:  # noqa: BLE001 - the real build below says what is wrong
+            probe = None
+        if probe is not None and _numel(probe) > growth * budget + 10**7:
+            raise ManifestError(
+                f"load: {what} would build {_numel(probe):,} parameters; the weights file holds "
+                f"{budget:,} in all"
+            )
+    try:
+        return cls(**kwargs)
+    except Exception as exc:  # noqa: BLE001 - constructors raise anything on bad sizes
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise ManifestError(f"load: {what}: cannot build {cls.__name__}: {first}") from exc
+
+
+def build_module(
+    spec: dict[str, Any], model: nn.Module, budget: int | None = None, what: str = "manifest.json"
+) -> nn.Module:
+    """Rebuild a module from its spec, resolving ``{"ref": path}`` against ``model`` now.
+
+    ``budget`` (the element count of the weights file) bounds what a spec may build."""
     if "ref" in spec:
-        return get_submodule(model, spec["ref"])
+        return existing_module(model, spec["ref"], f"{what}.ref")
     if "copy" in spec:
-        return copy.deepcopy(get_submodule(model, spec["copy"]))
+        return copy.deepcopy(existing_module(model, spec["copy"], f"{what}.copy"))
     cls = _import_class(spec["type"])
     kwargs = {k: _from_json(v) for k, v in spec.get("kwargs", {}).items()}
     if "children" in spec:
-        children = [(name, build_module(child, model)) for name, child in spec["children"]]
-        if cls is nn.Sequential:
+        if cls not in _CONTAINERS:
+            raise ManifestError(f"load: {what}.children: only Sequential / ModuleList have them")
+        children = [
+            (name, build_module(child, model, budget, f"{what}.children[{j}]"))
+            for j, (name, child) in enumerate(spec["children"])
+        ]
+        if cls is nn.ModuleList:
+            if [name for name, _ in children] != [str(j) for j in range(len(children))]:
+                raise ManifestError(f"load: {what}.children: ModuleList children are 0, 1, ...")
+            return nn.ModuleList([module for _, module in children])
+        try:
             return nn.Sequential(OrderedDict(children))
-        return nn.ModuleList([module for _, module in children])
-    try:
-        return cls(**kwargs)
-    except TypeError as exc:
-        raise InputError(f"manifest.json: cannot build {spec['type']}({kwargs}): {exc}") from exc
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ManifestError(f"load: {what}.children: {exc}") from exc
+    return construct(cls, kwargs, f"{what}.kwargs", budget)
 
 
 def _import_class(type_name: str) -> type:
     if not type_name.startswith(_ALLOWED_PREFIXES):
-        raise InputError(
+        raise ManifestError(
             f"manifest.json: refusing to import {type_name}; only torch.nn and netsculpt classes"
         )
     module_name, _, qual = type_name.rpartition(".")
@@ -266,9 +318,11 @@ def _import_class(type_name: str) -> type:
             module_name, _, head = module_name.rpartition(".")
             qual = f"{head}.{qual}"
     else:
-        raise InputError(f"manifest.json: cannot import {type_name}")
+        raise ManifestError(f"manifest.json: cannot import {type_name}")
     for part in qual.split("."):
         obj = getattr(obj, part, None)
     if not (isinstance(obj, type) and issubclass(obj, nn.Module)):
-        raise InputError(f"manifest.json: {type_name} is not an nn.Module class")
+        raise ManifestError(f"manifest.json: {type_name} is not an nn.Module class")
+    if not obj.__module__.startswith(("torch.nn", "netsculpt")):
+        raise ManifestError(f"manifest.json: {type_name} is defined outside torch.nn and netsculpt")
     return obj

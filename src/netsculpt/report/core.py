@@ -233,9 +233,9 @@ def _plan(d: Any) -> Any:
 
 
 def _write(path: str | Path, text: str) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text, encoding="utf-8")
+    from netsculpt.io.outputs import write_text_atomic
+
+    write_text_atomic(path, text)  # readers never see half a report
 
 
 def jsonable(obj: Any) -> Any:
