@@ -32,11 +32,13 @@ demo: $(VENV)/.base
 test: $(VENV)/.test
 	$(VENV)/bin/ruff check src tests benchmarks examples
 	$(VENV)/bin/ruff format --check src tests benchmarks examples
+	$(VENV)/bin/lint-imports
 	$(VENV)/bin/pytest -n 2 --dist loadgroup
 
 lint: $(VENV)/.test
 	$(VENV)/bin/ruff check src tests benchmarks examples
 	$(VENV)/bin/ruff format --check src tests benchmarks examples
+	$(VENV)/bin/lint-imports
 
 format: $(VENV)/.test
 	$(VENV)/bin/ruff format src tests benchmarks examples

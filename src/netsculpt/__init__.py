@@ -36,7 +36,7 @@ _EXPORTS = {
     "capture": "netsculpt.graph",
     "build_graph": "netsculpt.graph",
     "Report": "netsculpt.report",
-    "NetsculptError": "netsculpt.errors",
+    "NetsculptError": "netsculpt.core.errors",
 }
 
 __all__ = sorted(set(_EXPORTS) | _VERBS)

@@ -12,9 +12,8 @@ import pytest
 import torch
 
 import netsculpt
-from netsculpt.data import resolve_model
 from netsculpt.errors import InputError, UnsafeFileError
-from netsculpt.io import load_model_file
+from netsculpt.io import load_model_file, resolve_model
 
 from .helpers import (
     evil_pickle,

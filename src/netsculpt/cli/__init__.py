@@ -1,7 +1,7 @@
 """The ``netsculpt`` command. Each sub-command lives in its own module in this package and
 defines ``NAME``, ``HELP``, ``add_arguments(parser)`` and ``run(args) -> int``.
 
-No traceback reaches the terminal: a :class:`~netsculpt.errors.NetsculptError` (bad input) is
+No traceback reaches the terminal: a :class:`~netsculpt.core.errors.NetsculptError` (bad input) is
 one line on stderr and exit status 2; so is an OS refusal to write (disk full, permission);
 anything else is a bug in netsculpt, reported in one line with exit status 1. ``--debug`` (or
 ``NETSCULPT_DEBUG=1``) prints the traceback as well.
@@ -17,7 +17,7 @@ import pkgutil
 import sys
 import traceback
 
-from netsculpt.errors import NetsculptError
+from netsculpt.core.errors import NetsculptError
 
 
 def _commands() -> list:

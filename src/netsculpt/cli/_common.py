@@ -7,7 +7,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from netsculpt.errors import InputError
+from netsculpt.core.errors import InputError
 
 
 def add_model_argument(parser: argparse.ArgumentParser) -> None:
@@ -19,7 +19,7 @@ def add_model_argument(parser: argparse.ArgumentParser) -> None:
 
 
 def load_model(name: str):
-    from netsculpt.data import resolve_model
+    from netsculpt.io import resolve_model
 
     model, example_inputs, source = resolve_model(name)
     if example_inputs is None:

@@ -40,8 +40,8 @@ def _names(text: str | None) -> tuple[str, ...]:
 
 def run(args: argparse.Namespace) -> int:
     from netsculpt import cut
-    from netsculpt.data import load_dataset, make_loader, resolve_model
-    from netsculpt.io import save
+    from netsculpt.data import load_dataset, make_loader
+    from netsculpt.io import resolve_model, save
 
     check_output(args.output)
     check_output(args.report, suffixes=(".json", ".html"))

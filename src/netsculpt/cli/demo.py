@@ -81,7 +81,8 @@ def demo_one(name: str, epochs: int, seed: int, output: str | None) -> dict:
     import torch
 
     import netsculpt as ns
-    from netsculpt.data import load_dataset, make_loader, resolve_model, train_quick
+    from netsculpt.data import load_dataset, make_loader, train_quick
+    from netsculpt.io import resolve_model
 
     torch.manual_seed(seed)
     recipe = RECIPES[name]

@@ -33,7 +33,8 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from netsculpt.data import load_dataset, make_loader, resolve_model
+    from netsculpt.data import load_dataset, make_loader
+    from netsculpt.io import resolve_model
     from netsculpt.measure.evaluate import evaluate
     from netsculpt.report.console import human
 

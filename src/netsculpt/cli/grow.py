@@ -28,8 +28,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from netsculpt import grow
-    from netsculpt.data import load_dataset, make_loader, resolve_model
-    from netsculpt.io import save
+    from netsculpt.data import load_dataset, make_loader
+    from netsculpt.io import resolve_model, save
 
     check_output(args.output)
     check_output(args.report, suffixes=(".json", ".html"))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from netsculpt.cli._common import add_model_argument, check_output, number, write_report
-from netsculpt.errors import InputError
+from netsculpt.core.errors import InputError
 
 NAME = "merge"
 HELP = (
@@ -35,8 +35,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import netsculpt as ns
-    from netsculpt.data import load_dataset, resolve_model
-    from netsculpt.io import save
+    from netsculpt.data import load_dataset
+    from netsculpt.io import resolve_model, save
 
     check_output(args.output)
     check_output(args.report, suffixes=(".json", ".html"))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from netsculpt.cli._common import check_output, number
-from netsculpt.errors import InputError
+from netsculpt.core.errors import InputError
 
 NAME = "merge-models"
 HELP = (
@@ -27,8 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from netsculpt.data import resolve_model
-    from netsculpt.io import save
+    from netsculpt.io import resolve_model, save
     from netsculpt.ops.merge_models import merge_models
 
     if len(args.models) < 2:

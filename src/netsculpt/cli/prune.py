@@ -109,7 +109,7 @@ def _hf_defaults(args: argparse.Namespace) -> dict:
 
 
 def _run_sharded(args: argparse.Namespace) -> int:
-    from netsculpt.errors import InputError
+    from netsculpt.core.errors import InputError
     from netsculpt.hf.sharded import prune_pretrained
 
     other = {

@@ -11,7 +11,7 @@ line that names the op, the field and the value. NaN and infinities are refused 
 >>> C(amount=float("nan"))
 Traceback (most recent call last):
 ...
-netsculpt.errors.InputError: amount must be in (0, 1) (a number), got nan
+netsculpt.core.errors.InputError: amount must be in (0, 1) (a number), got nan
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from netsculpt.errors import UnsupportedOpError
+from netsculpt.core.errors import UnsupportedOpError
 from netsculpt.graph import rules as R
 from netsculpt.graph.capture import Captured, capture
 from netsculpt.graph.layout import Atoms, Incompatible

@@ -24,7 +24,7 @@ from typing import Any
 
 from torch import nn
 
-from netsculpt.errors import InputError
+from netsculpt.core.errors import InputError
 from netsculpt.hf.config import hf_compatible, transformer_layers
 
 

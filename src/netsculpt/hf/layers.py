@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from netsculpt.errors import InputError
+from netsculpt.core.errors import InputError
 from netsculpt.surgery.hf_layers import (
     collapse_layers,
     drop_layers,

@@ -37,6 +37,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from netsculpt.core.errors import InputError
 from netsculpt.core.plan import Action, Plan
 from netsculpt.engine.backends.shards import (
     INDEX,
@@ -47,7 +48,6 @@ from netsculpt.engine.backends.shards import (
     shapes,
     streamed_scores,
 )
-from netsculpt.errors import InputError
 from netsculpt.hf.structured import DEFAULTS, prune_options
 from netsculpt.report import Report, Snapshot
 

@@ -15,9 +15,9 @@ from torch import nn
 
 from netsculpt.calibration.batches import iter_batches, run
 from netsculpt.calibration.hooks import task_loss
-from netsculpt.errors import InputError
+from netsculpt.core.errors import InputError
+from netsculpt.core.utils import eval_mode
 from netsculpt.graph.channels import Group, StructureGraph
-from netsculpt.utils import eval_mode
 
 ESTIMATORS: dict[str, Callable] = {}
 

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from netsculpt.errors import ManifestError, UnsafeFileError
+from netsculpt.core.errors import ManifestError, UnsafeFileError
 from netsculpt.io.manifest import STRUCTURAL_ATTRS
 from netsculpt.io.schema import BUFFER_PREFIX, MAX_DIM
 

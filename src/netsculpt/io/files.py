@@ -10,10 +10,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from netsculpt.errors import InputError, UnsafeFileError
+from netsculpt.core.errors import InputError, UnsafeFileError
+from netsculpt.core.utils import eval_mode, normalize_inputs
 from netsculpt.io.loading import load
 from netsculpt.io.outputs import MANIFEST
-from netsculpt.utils import eval_mode, normalize_inputs
 
 
 def load_model_file(path: str | os.PathLike, *, arch: str | None = None) -> nn.Module:
@@ -55,7 +55,7 @@ def load_model_file(path: str | os.PathLike, *, arch: str | None = None) -> nn.M
             f"{p} is a state dict (weights without an architecture); pass --arch NAME "
             "(e.g. resnet18, digits-mlp) to say which model it belongs to"
         )
-    from netsculpt.data import resolve_model
+    from netsculpt.io import resolve_model
 
     model, _, _ = resolve_model(arch)
     try:

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from netsculpt.errors import InputError
+from netsculpt.core.errors import InputError
 from netsculpt.io.checks import check_attr, check_consistent, check_shapes, inside
 from netsculpt.io.manifest import (
     FORMAT,

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-from netsculpt.errors import InputError, NetsculptError, UnsafeFileError
+from netsculpt.core.errors import InputError, NetsculptError, UnsafeFileError
 
 _CODE = ("/data/aotinductor/",)  # compiled model libraries: native code
 _CODE_SUFFIXES = (".so", ".dll", ".dylib", ".pyd")
@@ -111,7 +111,7 @@ def _restricted_loading() -> Iterator[None]:
 def load_program(path: str | os.PathLike) -> torch.export.ExportedProgram:
     """``torch.export.load(path)``, refusing archives whose loading could run code.
 
-    Raises :class:`~netsculpt.errors.UnsafeFileError` (one line, naming the member) for pickles
+    Raises :class:`~netsculpt.core.errors.UnsafeFileError` (one line, naming the member) for pickles
     that ``weights_only`` cannot read and for compiled code; InputError for anything else that
     is not a readable program.
     """

@@ -15,7 +15,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from netsculpt.errors import InputError
+from netsculpt.core.errors import InputError
+from netsculpt.core.utils import qualified_name, unique_state_dict
 from netsculpt.io.manifest import FORMAT, init_kwargs, structural_attrs
 from netsculpt.io.outputs import (
     MANIFEST,
@@ -28,7 +29,6 @@ from netsculpt.io.outputs import (
     remove_own,
 )
 from netsculpt.io.schema import BUFFER_PREFIX, MASK_PREFIX
-from netsculpt.utils import qualified_name, unique_state_dict
 
 
 def _non_persistent_buffers(model: nn.Module) -> dict[str, torch.Tensor]:

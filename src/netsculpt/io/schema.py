@@ -32,7 +32,7 @@ from pydantic import (
     model_validator,
 )
 
-from netsculpt.errors import ManifestError
+from netsculpt.core.errors import ManifestError
 
 MAX_DIM = 2**31 - 1
 MASK_PREFIX = "__mask__."  # keys of the weights file that hold pruning masks

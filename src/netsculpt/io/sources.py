@@ -8,7 +8,7 @@ from typing import Any
 
 from torch import nn
 
-from netsculpt.errors import InputError, ManifestError
+from netsculpt.core.errors import InputError, ManifestError
 from netsculpt.io.manifest import _from_json, _import_class, _numel, construct
 
 
@@ -49,7 +49,7 @@ def build_from_source(manifest: dict[str, Any], budget: int | None = None) -> nn
     source = manifest.get("source")
     kind, _, name = (source or "").partition(":")
     if kind == "torchvision":
-        from netsculpt.data.resolve import torchvision_model
+        from netsculpt.data.names import torchvision_model
 
         return torchvision_model(name)
     if kind == "builtin":

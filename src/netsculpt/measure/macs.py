@@ -15,8 +15,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from netsculpt.errors import CaptureError
-from netsculpt.utils import eval_mode, normalize_inputs
+from netsculpt.core.errors import CaptureError
+from netsculpt.core.utils import eval_mode, normalize_inputs
 
 aten = torch.ops.aten
 

@@ -37,12 +37,12 @@ from netsculpt.core.config import (
 )
 from netsculpt.core.errors import InputError, VerificationError
 from netsculpt.core.plan import Action, Plan
+from netsculpt.core.utils import eval_mode
 from netsculpt.graph.blocks import IDEMPOTENT, Block, block_ignored, own_group
 from netsculpt.graph.channels import group_anchor
 from netsculpt.importance.blocks import CRITERIA, BlockScorer
 from netsculpt.measure.params import saved_size_bytes
 from netsculpt.report import Snapshot
-from netsculpt.utils import eval_mode
 
 KINDS = ("deeper", "wider")
 TRAINABLE = ("all", "new")

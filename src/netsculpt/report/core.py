@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from netsculpt.errors import InputError
+from netsculpt.core.errors import InputError
 
 _LAYER_ATTRS = (
     "in_features",
@@ -233,7 +233,7 @@ def _plan(d: Any) -> Any:
 
 
 def _write(path: str | Path, text: str) -> None:
-    from netsculpt.io.outputs import write_text_atomic
+    from netsculpt.core.files import write_text_atomic
 
     write_text_atomic(path, text)  # readers never see half a report
 

@@ -147,7 +147,7 @@ def _fix_mha(model, path: str, mod: nn.MultiheadAttention, snap: Snapshot) -> No
 
 def _record(model, path: str, mod: nn.Module) -> None:
     try:
-        from netsculpt.io.manifest import record_module
+        from netsculpt.core.edits import record_module
     except ImportError:  # io not installed in a stripped-down build
         return
     record_module(model, path, mod)

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from netsculpt.calibration.batches import first_tensor, run
-from netsculpt.utils import eval_mode
+from netsculpt.core.utils import eval_mode
 
 
 def distill_loss(ref: torch.Tensor, out: torch.Tensor) -> torch.Tensor:

@@ -10,7 +10,7 @@ decided elsewhere (:mod:`netsculpt.hf.layers` scores them).
 
 >>> layer_list(nn.Linear(2, 2))
 Traceback (most recent call last):
-netsculpt.errors.InputError: Linear: found no transformer layer list
+netsculpt.core.errors.InputError: Linear: found no transformer layer list
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
-from netsculpt.errors import InputError
+from netsculpt.core.errors import InputError
 from netsculpt.surgery.hf import layer_fields
 from netsculpt.surgery.hf_config import transformer_layers
 

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from netsculpt.errors import VerificationError
+from netsculpt.core.errors import VerificationError
 from netsculpt.graph.capture import run_model
 from netsculpt.graph.channels import StructureGraph
 from netsculpt.surgery.attrs import Snapshot, fix_attributes

@@ -393,7 +393,7 @@ def _current_block(session: Any, blocks: dict, edits: list, name: str) -> Any:
 
 def _first_output(model: nn.Module, inputs: Any) -> torch.Tensor:
     from netsculpt.calibration import first_tensor, run
-    from netsculpt.utils import eval_mode
+    from netsculpt.core.utils import eval_mode
 
     with eval_mode(model), torch.no_grad():
         return first_tensor(run(model, inputs)).detach().clone()
@@ -425,7 +425,7 @@ def _remove_block(session: Any, actions: list[Action], *, safe: bool = True, **_
     trained weights written back into the action (``trained``), so a replay rebuilds it.
     With ``safe``, a block that is no longer removable is kept, with a note."""
     from netsculpt.calibration import outputs, span_replaced
-    from netsculpt.errors import VerificationError
+    from netsculpt.core.errors import VerificationError
     from netsculpt.importance.blocks import replacement
     from netsculpt.surgery.bridge import train_bridge
     from netsculpt.surgery.depth import Undo, fold_bridge, remove_block

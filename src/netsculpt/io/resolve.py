@@ -9,44 +9,14 @@ from typing import Any
 import torch
 from torch import nn
 
+from netsculpt.core.errors import InputError
 from netsculpt.data.models import BUILTINS, build_builtin
-from netsculpt.errors import InputError
-
-
-def _torchvision_names() -> list[str]:
-    import torchvision
-
-    return list(torchvision.models.list_models(module=torchvision.models))
-
-
-def torchvision_model(name: str) -> nn.Module:
-    """A random-init torchvision model; inception_v3 without the aux head (plain tensor output)."""
-    import torchvision
-
-    kwargs = {"aux_logits": False, "init_weights": False} if name == "inception_v3" else {}
-    try:
-        return torchvision.models.get_model(name, weights=None, **kwargs)
-    except ValueError as exc:
-        raise InputError(f"unknown torchvision model {name!r}") from exc
-
-
-def _image_input(name: str) -> torch.Tensor:
-    size = 299 if name == "inception_v3" else 224
-    return torch.randn(1, 3, size, size)
-
-
-def example_inputs_for(source: str | None) -> Any:
-    """Example inputs for a recorded source (``builtin:NAME`` / ``torchvision:NAME``), else None.
-
-    >>> example_inputs_for("builtin:digits-mlp").shape
-    torch.Size([1, 64])
-    """
-    kind, _, name = (source or "").partition(":")
-    if kind == "builtin" and name in BUILTINS:
-        return BUILTINS[name][1]()
-    if kind == "torchvision":
-        return _image_input(name)
-    return None
+from netsculpt.data.names import (
+    example_inputs_for,
+    image_input,
+    torchvision_model,
+    torchvision_names,
+)
 
 
 def resolve_model(name_or_path: str) -> tuple[nn.Module, Any, str | None]:
@@ -70,12 +40,12 @@ def resolve_model(name_or_path: str) -> tuple[nn.Module, Any, str | None]:
     left = interrupted_message(path)  # a save folder whose save was killed mid-swap
     if left:
         raise InputError(left)
-    tv_names = _torchvision_names()
+    tv_names = torchvision_names()
     if name in tv_names:
         model = torchvision_model(name)
         source = f"torchvision:{name}"
         model._netsculpt_source = source
-        return model, _image_input(name), source
+        return model, image_input(name), source
     close = difflib.get_close_matches(name, list(BUILTINS) + tv_names, n=4, cutoff=0.5)
     hint = f"; close matches: {', '.join(close)}" if close else ""
     raise InputError(
