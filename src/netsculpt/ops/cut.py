@@ -5,8 +5,7 @@
 ``n`` least important; ``target_params=`` removes the least important until the model is that
 small; ``iterative=True`` re-scores after each removal (SLEB). Residual blocks go (the skip
 path remains); a shape-preserving layer becomes the identity; a shape-changing layer becomes a
-bridge fitted by ridge least squares (``bridge="train"``: then distilled on the calibration
-data), folded into the next Linear when it can be.
+bridge fitted by ridge least squares (``bridge="train"``: then distilled), folded when it can be.
 
 The op only plans: scores come from :mod:`netsculpt.importance.blocks`, the plan is a list of
 ``remove_block`` actions (deepest first, each bridge with its fitted weights) and, with data on
@@ -21,7 +20,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from torch import nn
 
 from netsculpt.calibration.bn import batchnorms
 from netsculpt.core.config import (
@@ -38,7 +36,7 @@ from netsculpt.core.plan import Action, Plan
 from netsculpt.core.select import is_ignored
 from netsculpt.graph.blocks import Block, block_ignored
 from netsculpt.importance.blocks import CRITERIA, BlockScorer
-from netsculpt.measure.macs import macs_inside
+from netsculpt.measure.blocks import blocks_to_budget, bridge_dims, mac_delta
 from netsculpt.measure.params import count_params, saved_size_bytes
 from netsculpt.report import Snapshot
 
@@ -293,58 +291,13 @@ def _pick(scores: dict[str, float], cfg: CutConfig, limit: int | None) -> list[s
     return [n for _, n in order[:limit]]
 
 
-def _fold_target(model: nn.Module, block: Block) -> str | None:
-    """The module path of the Linear a ``bridge+fold`` block's bridge folds into."""
-    box = model.get_submodule(block.container) if block.container else model
-    names = [n for n, _ in box.named_children()]
-    i = block.index + len(block.modules)
-    if block.index < 0 or i >= len(names):
-        return None
-    return f"{block.container}.{names[i]}" if block.container else names[i]
-
-
-def _bridge_dims(block: Block) -> tuple[int, int]:
-    d = block.feature_dim
-    return int(block.in_shape[d]), int(block.out_shape[d])
-
-
-def _param_delta(model: nn.Module, block: Block) -> int:
-    """How the parameter count changes when ``block`` goes (a bridge or a fold adds some)."""
-    if not block.how.startswith("bridge"):
-        return -block.params
-    in_f, out_f = _bridge_dims(block)
-    if block.how == "bridge+fold":
-        nxt = _fold_target(model, block)
-        n_out = model.get_submodule(nxt).out_features if nxt else out_f
-        return -block.params + (in_f - out_f) * n_out
-    return -block.params + in_f * out_f + out_f
-
-
-def _mac_delta(session: Any, block: Block) -> int:
-    """How the MACs change when ``block`` goes, read from the capture it was found on."""
-    prog = session.captured.program
-    delta = -macs_inside(prog, block.modules)
-    if block.how == "bridge":
-        in_f, _ = _bridge_dims(block)
-        n = 1
-        for s in block.out_shape:
-            n *= int(s)
-        delta += n * in_f
-    elif block.how == "bridge+fold":
-        in_f, out_f = _bridge_dims(block)
-        nxt = _fold_target(session.model, block)
-        m = macs_inside(prog, [nxt]) if nxt else 0
-        delta += m // out_f * in_f - m
-    return delta
-
-
 def _action(block: Block, scorer: BlockScorer | None, cfg: CutConfig, score: Any) -> Action:
     """The ``remove_block`` action for ``block`` (a bridge with its fitted weights)."""
     args: dict[str, Any] = {
         "block": block.name, "how": block.how, "block_kind": block.kind, "params": block.params,
     }  # fmt: skip
     if block.how.startswith("bridge"):
-        in_f, out_f = _bridge_dims(block)
+        in_f, out_f = bridge_dims(block)
         if cfg.bridge == "none":  # the naive baseline: keep / zero-pad the first channels
             w = torch.eye(out_f, in_f, dtype=torch.float64)
             b = torch.zeros(out_f, dtype=torch.float64)
@@ -393,7 +346,10 @@ def _record(session: Any, state: _State, done: Plan, by_name: dict, deltas: dict
 
 def _apply_step(session: Any, cfg: CutConfig, state: _State, blocks: list, actions, prefix=""):
     by_name = {b.name: b for b in blocks}
-    deltas = {a.args["block"]: _mac_delta(session, by_name[a.args["block"]]) for a in actions}
+    prog = session.captured.program
+    deltas = {
+        a.args["block"]: mac_delta(session.model, prog, by_name[a.args["block"]]) for a in actions
+    }
     pos, exports = len(session.notes), session.exports
     done = _remove(session, cfg, actions)
     # the backend re-read the blocks (an edit renamed one): the predicted MACs may not hold
@@ -411,7 +367,7 @@ def _one_shot(session: Any, cfg: CutConfig, blocks: list, cands: list, state: _S
         scorer = _scorer(session, cfg, cands) if _needs_scorer(cfg, cands) else None
         state.scores = _scores(session, scorer, cands, cfg)
         if state.goal is not None:
-            chosen = _to_budget(model, state.scores, cands, state.goal)
+            chosen = blocks_to_budget(model, state.scores, cands, state.goal)
         else:
             chosen = _pick(state.scores, cfg, cfg.count)
     if not chosen:
@@ -421,19 +377,6 @@ def _one_shot(session: Any, cfg: CutConfig, blocks: list, cands: list, state: _S
     deepest = sorted(chosen, key=order.__getitem__, reverse=True)  # earlier names stay valid
     actions = [_action(by_name[n], scorer, cfg, state.scores.get(n)) for n in deepest]
     _apply_step(session, cfg, state, blocks, actions)
-
-
-def _to_budget(model: nn.Module, scores: dict, cands: list[Block], goal: int) -> list[str]:
-    """The lowest-scoring blocks, in order, until the predicted params are at most ``goal``."""
-    by_name = {b.name: b for b in cands}
-    params = count_params(model)
-    chosen = []
-    for _, name in sorted((s, n) for n, s in scores.items() if s == s):
-        if params <= goal:
-            break
-        chosen.append(name)
-        params += _param_delta(model, by_name[name])
-    return chosen
 
 
 def _iterative(session: Any, cfg: CutConfig, state: _State) -> None:
