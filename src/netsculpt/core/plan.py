@@ -35,6 +35,10 @@ Action kinds (``Action.kind``) and their ``args``:
   when the action runs) merged by RDSC into the first; the others are removed.
 - ``grow``, ``drop_layers``: the op's own fields.
 
+Any action may carry ``step`` (an integer): consecutive actions of one kind are applied together
+only while their ``step`` is the same, so a plan made in steps (``optimize``: each accepted step
+is planned on the model the previous steps left) replays step by step.
+
 The format is versioned (``"version"``); :meth:`Plan.from_dict` refuses versions it does not
 know and actions that miss a field, with one line that names the action.
 """
