@@ -35,7 +35,7 @@ from torch import nn
 from netsculpt.errors import InputError, NetsculptError
 from netsculpt.report import Report, Snapshot, layer_sizes
 
-STRUCTURE_OPS = ("prune", "cut", "merge", "grow")  # the op registry's verbs that edit
+STRUCTURE_OPS = ("prune", "cut", "merge", "grow", "optimize")  # the op registry's verbs that edit
 DATA_OPS = ("heal", "evaluate", "train")  # train: heal from the task loss, e.g. a random init
 # name -> callable; entries here win over the package's own verbs (tests register fakes here)
 OPS: dict[str, Callable[..., Any]] = {}
