@@ -104,8 +104,8 @@ class Costs:
             return float(block.params)
         inside = [ly for ly in self.layers if is_ignored(ly.path, block.modules)]
         sizes = {ly.path: ly.dims for ly in inside}
-        rest = self.table.rest_ms * out_elements(inside, sizes) / self.table.rest_elems
-        return self.table.layers_ms(sizes, inside) + rest
+        rest = self.table.rest_ms * 0.5 * out_elements(inside, sizes) / self.table.rest_elems
+        return self.table.scale * self.table.layers_ms(sizes, inside) + rest
 
 
 def width_candidates(

@@ -5,7 +5,7 @@ asked for, on a grid of channel counts (multiples of the search's granularity, `
 prunable dim, the full size included), and read back by bilinear interpolation. Layers of the
 same kind and input shape share one table (a stack of equal blocks is timed once). The rest of
 the model (norms, activations, adds, pooling) is the measured whole-model time minus the table's
-sum, scaled with the layers' output sizes. The search predicts a candidate's saving from the
+sum, half of it fixed and half scaled with the layers' output sizes. The search predicts a candidate's saving from the
 table and checks the table against a real measurement of the whole model at every accepted step.
 
 A ``timer(module, inputs) -> ms`` replaces the clock (a deterministic cost in tests, a remote
@@ -39,11 +39,13 @@ Timer = Callable[[nn.Module, Any], float]
 _CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
 
-def clock(threads: int = 2, rounds: int = 5, min_round_ms: float = 20.0) -> Timer:
-    """A timer: the median over ``rounds`` of the mean time of a forward pass, in eval and
-    inference mode with ``threads`` intra-op threads (restored after). A round repeats the pass
-    until it lasts about ``min_round_ms`` (a fast layer is timed over many calls, a slow model
-    once per round); one pass first warms up."""
+def clock(
+    threads: int = 2, rounds: int = 5, min_round_ms: float = 20.0, stat: str = "median"
+) -> Timer:
+    """A timer: the median (``stat="min"``: the fastest) over ``rounds`` of the mean time of a
+    forward pass, in eval and inference mode with ``threads`` intra-op threads (restored after).
+    A round repeats the pass until it lasts about ``min_round_ms`` (a fast layer is timed over
+    many calls, a slow model once per round); one pass first warms up."""
 
     def timer(module: nn.Module, inputs: Any) -> float:
         old = torch.get_num_threads()
@@ -62,7 +64,7 @@ def clock(threads: int = 2, rounds: int = 5, min_round_ms: float = 20.0) -> Time
                     times.append((time.perf_counter() - t0) * 1000.0 / repeats)
         finally:
             torch.set_num_threads(old)
-        return statistics.median(times)
+        return min(times) if stat == "min" else statistics.median(times)
 
     return timer
 
@@ -202,6 +204,20 @@ class Entry:
         }
 
 
+def monotone(ms: list[list[float]]) -> list[list[float]]:
+    """Times that never grow when channels go: each entry is the least of itself and every
+    entry at as many or more channels (a busy machine only ever adds time, so the smaller
+    reading is kept).
+
+    >>> monotone([[1.0, 5.0], [2.0, 3.0]])
+    [[1.0, 3.0], [2.0, 3.0]]
+    """
+    a = np.asarray(ms, dtype=np.float64)
+    a = np.minimum.accumulate(a[::-1, ::-1], axis=0)
+    a = np.minimum.accumulate(a, axis=1)[::-1, ::-1]
+    return a.tolist()
+
+
 def _probe(layer: Layer, d0: int, d1: int) -> tuple[nn.Module, torch.Tensor]:
     """A fresh layer like ``layer`` with weight dims (d0, d1), and an input for it."""
     m = layer.module
@@ -227,6 +243,7 @@ class LatencyTable:
 
     entries: list[Entry]
     rest_ms: float = 0.0
+    scale: float = 1.0  # the layers' times × scale + the rest = the measured model at the start
     rest_elems: float = 1.0  # output elements of the timed layers when ``rest_ms`` was measured
     seconds: float = 0.0
     checks: list[dict[str, float]] = field(default_factory=list)
@@ -262,11 +279,15 @@ class LatencyTable:
             if key in entries:
                 continue
             ms = [[timer(*_probe(layer, a, b)) for b in g1] for a in g0]
-            entries[key] = Entry(layer.family, (d0, d1), g0, g1, ms)
+            entries[key] = Entry(layer.family, (d0, d1), g0, g1, monotone(ms))
         table = cls(list(entries.values()))
         if whole_ms is not None:
             sizes = {ly.path: ly.dims for ly in layers}
-            table.rest_ms = max(0.0, whole_ms - table.layers_ms(sizes, layers))
+            timed = table.layers_ms(sizes, layers)
+            # anchored on the measured model: the rest is what the layers leave of it; layers
+            # that sum to more than the model (timed alone, or a busy machine) are scaled down
+            table.scale = min(1.0, whole_ms / timed) if timed > 0 else 1.0
+            table.rest_ms = max(0.0, whole_ms - timed)
             table.rest_elems = float(max(1, out_elements(layers, sizes)))
         table.seconds = time.perf_counter() - t0
         return table
@@ -296,13 +317,19 @@ class LatencyTable:
     def predict(self, layers: list[Layer], sizes: dict[str, tuple[int, int]]) -> float:
         """The whole model's time at ``sizes``: the layers' table times plus the rest, scaled
         with the layers' output elements."""
-        rest = self.rest_ms * out_elements(layers, sizes) / self.rest_elems
-        return self.layers_ms(sizes, layers) + rest
+        return self.scale * self.layers_ms(sizes, layers) + self.rest(layers, sizes)
+
+    def rest(self, layers: list[Layer], sizes: dict[str, tuple[int, int]]) -> float:
+        """The untimed part at ``sizes``: half of it a fixed cost (dispatch, small ops), half
+        proportional to the layers' output elements (norms, activations and adds on them)."""
+        ratio = out_elements(layers, sizes) / self.rest_elems
+        return self.rest_ms * (0.5 + 0.5 * ratio)
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "entries": [e.as_dict() for e in self.entries],
             "rest_ms": round(self.rest_ms, 5),
+            "scale": round(self.scale, 5),
             "seconds": round(self.seconds, 3),
             "checks": self.checks,
         }
