@@ -187,7 +187,7 @@ def _check_op_options(name: str, options: dict[str, Any], where: str) -> None:
     from netsculpt.engine import registry
 
     spec = registry.get(name)
-    fields = set(spec.fields()) | {"structured"}
+    fields = set(spec.fields()) | {"structured"} | set(getattr(spec.module, "KEYWORDS", ()))
     unknown = [k for k in options if k not in fields and k != "data"]
     if unknown:
         raise InputError(f"{where}: unknown key {unknown[0]!r}")

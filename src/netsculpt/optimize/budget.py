@@ -86,7 +86,9 @@ class Budget:
     def describe(self) -> str:
         unit = METRICS[self.metric][1]
         frac = self.limit / self.base if self.base else float("nan")
-        return f"{self.metric} ≤ {self.limit:,.4g} {unit} ({frac:.0%} of {self.base:,.4g})"
+        fmt = "{:.4g}" if self.metric == "latency" else "{:,.0f}"
+        limit, base = fmt.format(self.limit), fmt.format(self.base)
+        return f"{self.metric} ≤ {limit} {unit} ({frac:.0%} of {base})"
 
     def as_dict(self) -> dict[str, Any]:
         return {

@@ -94,6 +94,7 @@ class OptimizeConfig(OpConfig):
 
 
 CONFIGS = (OptimizeConfig,)
+KEYWORDS = ("target",)  # accepted besides the config's fields (see prepare)
 
 
 def prepare(cls: type, overrides: dict[str, Any]) -> dict[str, Any]:

@@ -253,6 +253,7 @@ class Search:
         s, cfg = self.s, self.cfg
         model = s.model
         self.training = model.training
+        model.eval()  # an inference model: folds are exact, BatchNorms use their statistics
         self._data()
         self._latency_setup()
         before = s.snapshot()
