@@ -63,3 +63,19 @@ def test_recipe_runs_an_optimize_step(tmp_path):
     rep = run(recipe, progress=False)
     step = rep.steps[0]
     assert step.op == "optimize" and step.after.params <= 0.6 * step.before.params
+
+
+def test_html_report_shows_the_trace(tmp_path):
+    from netsculpt.report import Report, Snapshot
+    from netsculpt.report.trace_plot import plot_trace
+
+    trace = [
+        {"step": i, "macs": 100 - 10 * i, "accuracy": 0.9 - 0.01 * i, "proxy_kl": 0.01 * i}
+        for i in range(3)
+    ]
+    rep = Report(op="optimize", before=Snapshot(macs=100), after=Snapshot(macs=80),
+                 details={"trace": trace})  # fmt: skip
+    assert plot_trace(rep).startswith("<img")
+    assert plot_trace(Report(op="prune")) is None
+    rep.to_html(tmp_path / "r.html")
+    assert (tmp_path / "r.html").read_text().count("<img") == 1  # the trace (no layers, no metric)
