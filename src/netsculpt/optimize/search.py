@@ -33,6 +33,8 @@ from netsculpt.optimize.candidates import (
 )
 from netsculpt.optimize.latency import LatencyTable, batched, clock, find_layers
 
+NOISE_KL = 1e-5  # nats: proxy changes this small do not tell proposals apart
+
 
 class WithoutHeldOut:
     """``data`` without the batches read as held-out (positions ``lo`` to ``hi`` in its order),
@@ -193,7 +195,8 @@ class Search:
                 self.s.notes.append(f"proposal {c.label} refused: {str(e)[:160]}")
                 continue
             self.tried += 1
-            k = (max(c.proxy - proxy_now, 0.0) / c.saving, -c.saving, i)
+            # damage per unit saved; below the noise floor the larger saving wins
+            k = ((max(c.proxy - proxy_now, 0.0) + NOISE_KL) / c.saving, -c.saving, i)
             if key is None or k < key:
                 best, key = c, k
         return best
