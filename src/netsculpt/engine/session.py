@@ -159,14 +159,24 @@ class Session:
         model's structure and tensors are put back and the capture of before is kept, so that
         trying a candidate edit costs no export. Writes into tensors the plan did not replace
         (a training step) are not undone."""
-        undo = self.backend.checkpoint(self)
-        cached, notes = (self._cap, self._graph, self._blocks), len(self.notes)
+        undo, notes = self.checkpoint(), len(self.notes)
         try:
             yield self.apply(plan, **options)
         finally:
             undo()
-            self._cap, self._graph, self._blocks = cached
             del self.notes[notes:]
+
+    def checkpoint(self) -> Callable[[], None]:
+        """A function that puts the model's structure and replaced tensors back as they are
+        now, with the capture of now (no export after it)."""
+        undo = self.backend.checkpoint(self)
+        cached = (self._cap, self._graph, self._blocks)
+
+        def back() -> None:
+            undo()
+            self._cap, self._graph, self._blocks = cached
+
+        return back
 
     def guarded(self, body: Callable[[], Any]) -> Any:
         """Run ``body``; on any exception restore the model to its state before, then re-raise."""

@@ -34,6 +34,7 @@ from netsculpt.optimize.candidates import (
 )
 from netsculpt.optimize.latency import LatencyTable, batched, clock, find_layers
 
+RETRIES = 2  # proposals tried after the best one exceeds max_drop, before the search stops
 CONFIRM = 3  # timings whose median a latency decision reads (the start, the end, a stop)
 NOISE_KL = 1e-5  # nats: proxy changes this small do not tell proposals apart
 
@@ -63,6 +64,7 @@ class Search:
         self.stop = ""
         self.tried = 0
         self.table: LatencyTable | None = None
+        self.rejected: tuple[str, float] | None = None
 
     # -- set-up ------------------------------------------------------------------------------
     def _data(self) -> None:
@@ -200,13 +202,13 @@ class Search:
             out += block_candidates(s.blocks(), costs, s.ignore)
         return out
 
-    def try_all(self, cands: list[Candidate], proxy_now: float) -> Candidate | None:
-        """Each candidate tried on the model and put back; the least damage per unit saved."""
-        best, key = None, None
+    def try_all(self, cands: list[Candidate], proxy_now: float) -> list[Candidate]:
+        """Each candidate tried on the model and put back; ranked by damage per unit saved."""
+        ranked = []
         for i, c in enumerate(cands):
             if self.out_of_time():
                 self.stop = "time"
-                return None
+                return []
             try:
                 with self.s.trial(c.plan(-1), safe=False):
                     c.proxy = Q.proxy(self.s.model, self.calib, self.ref_calib)
@@ -215,10 +217,8 @@ class Search:
                 continue
             self.tried += 1
             # damage per unit saved; below the noise floor the larger saving wins
-            k = ((max(c.proxy - proxy_now, 0.0) + NOISE_KL) / c.saving, -c.saving, i)
-            if key is None or k < key:
-                best, key = c, k
-        return best
+            ranked.append(((max(c.proxy - proxy_now, 0.0) + NOISE_KL) / c.saving, -c.saving, i))
+        return [cands[i] for *_, i in sorted(ranked)]
 
     def heal(self, step: int) -> bool:
         cfg, s = self.cfg, self.s
@@ -243,12 +243,27 @@ class Search:
         if not cands:
             self.stop = "exhausted"
             return None
-        best = self.try_all(cands, row["proxy_kl"])
-        if best is None:
+        ranked = self.try_all(cands, row["proxy_kl"])
+        if not ranked:
             self.stop = self.stop or "exhausted"
             return None
+        for best in ranked[: 1 + RETRIES]:
+            new = self.accept(i, best)
+            if new is not None:
+                new["proposals"] = len(cands)
+                new["proxy_pred"] = best.proxy
+                return new
+            if self.out_of_time():
+                self.stop = "time"
+                return None
+        self.stop = "max_drop"
+        return None
+
+    def accept(self, i: int, best: Candidate) -> dict[str, Any] | None:
+        """Apply ``best``, heal when due, measure; None (and the model as before) when the
+        held-out drop exceeds ``max_drop`` even after a heal."""
         s, cfg = self.s, self.cfg
-        undo = s.backend.checkpoint(s)
+        undo = s.checkpoint()
         weights = {k: v.detach().clone() for k, v in s.model.state_dict().items()}
         done = s.apply(best.plan(i), safe=False)
         self.recalibrate()
@@ -261,13 +276,10 @@ class Search:
         if cfg.max_drop is not None and new["drop"] > cfg.max_drop:
             undo()
             s.model.load_state_dict(weights)
-            s.stale()
-            self.stop = "max_drop"
-            self.rejected = (best.label, new["drop"])
+            self.rejected = self.rejected or (best.label, new["drop"])
             return None
+        self.rejected = None
         self.actions.extend(done.actions)
-        new["proposals"] = len(cands)
-        new["proxy_pred"] = best.proxy
         return new
 
     # -- the run -----------------------------------------------------------------------------
