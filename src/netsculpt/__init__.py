@@ -18,7 +18,7 @@ from typing import Any
 __version__ = "0.1.0"
 
 # verbs made from the op registry (netsculpt.engine.registry): name -> op name
-_VERBS = {"prune", "cut", "grow", "merge", "analyze"}
+_VERBS = {"prune", "cut", "grow", "merge", "analyze", "optimize"}
 # public name -> module that defines it
 _EXPORTS = {
     "apply": "netsculpt.engine.verbs",

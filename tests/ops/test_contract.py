@@ -103,6 +103,14 @@ ROWS = [
         False,
         "down",
     ),
+    (
+        "optimize-macs-cnn",
+        "optimize",
+        {"target_macs": 0.7, "heal": False, "progress": False},
+        _tiny("cnn"),
+        False,
+        "down",
+    ),
 ]
 # ops whose verb leaves the model as it was (the report measures it)
 MEASURING = [("analyze-cnn", "analyze", {}, _tiny("cnn"))]

@@ -45,6 +45,10 @@ Action kinds (``Action.kind``) and their ``args``:
   (``anchor``: the block's own channel group, as for ``remove_channels``; ``src``: the channels
   copied; ``noise``, ``seed``); ``block`` = a block name; ``trainable`` = ``all`` / ``new``.
 
+Any action may carry ``step`` (an integer): consecutive actions of one kind are applied together
+only while their ``step`` is the same, so a plan made in steps (``optimize``: each accepted step
+is planned on the model the previous steps left) replays step by step.
+
 The format is versioned (``"version"``); :meth:`Plan.from_dict` refuses versions it does not
 know and actions that miss a field, with one line that names the action.
 """

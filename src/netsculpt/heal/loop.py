@@ -47,6 +47,8 @@ def heal(
     max_grad_norm: float | None = None,
     batch_size: int = 32,
     accelerator: Any = None,
+    regularize: str | None = None,
+    reg: float = 1e-4,
 ) -> Report:
     """Fine-tune / distil ``model`` in place to recover quality after surgery; returns a Report.
 
@@ -58,6 +60,9 @@ def heal(
     improvement. Masks in ``model._netsculpt_masks`` are reapplied after every step, frozen
     parameters stay frozen, ``lora={"r": 8, "target_modules": [...]}`` trains LoRA adapters and
     merges them back. Runs under ``accelerate`` when installed (``accelerate launch`` works).
+    ``regularize="group_lasso"`` (``reg`` · Σ of the channel groups' L2 norms) or ``"bn_l1"``
+    (``reg`` · Σ|γ| of the BatchNorms) adds a sparsity penalty to the loss, so that whole
+    channels shrink before a structured prune (:mod:`netsculpt.heal.regularize`).
 
     Example::
 
@@ -67,8 +72,13 @@ def heal(
     """
     loss = _check(teacher, epochs, steps, loss, task, optimizer, alpha, temperature, hidden, lr,
                   weight_decay)  # fmt: skip
+    from netsculpt.heal import regularize as R
+
+    R.check(regularize, reg, lora)
     opts = dict(task=task, loss=loss, temperature=temperature, alpha=alpha)
-    config = {k: v for k, v in locals().items() if k not in ("model", "data", "teacher", "opts")}
+    config = {
+        k: v for k, v in locals().items() if k not in ("model", "data", "teacher", "opts", "R")
+    }
     config.update(teacher=teacher is not None, val_data=val_data is not None)
     config["accelerator"] = accelerator is not None
     torch.manual_seed(seed)
@@ -82,6 +92,7 @@ def heal(
         probe_batch(model, train, "heal")
     home = device_of(model)
     masks = list(_masks(model))
+    pen = R.penalty(model, regularize, reg, R.example_of(train)) if regularize else None
     if lora:
         from netsculpt.heal.lora import lora_wrapped
 
@@ -93,7 +104,7 @@ def heal(
             net, model, teacher, train, val, opts, masks, hidden,
             epochs=epochs, steps=steps, lr=lr, weight_decay=weight_decay, optimizer=optimizer,
             patience=patience, max_grad_norm=max_grad_norm, progress=progress,
-            accelerator=accelerator,
+            accelerator=accelerator, penalty=pen,
         )  # fmt: skip
     _apply_masks(masks)  # a LoRA merge writes into masked weights too
     model.to(home)
@@ -303,6 +314,8 @@ def _train(net, model, teacher, train, val, opts, masks, hidden, **kw) -> dict[s
                 with torch.no_grad():
                     t_out = forward(teacher, inputs) if teacher is not None else None
                 loss = _objective(out, t_out, inputs, target, opts, seen)
+                if kw["penalty"] is not None:
+                    loss = loss + kw["penalty"]()
             if acc is not None:
                 acc.backward(loss)
             else:

@@ -1,10 +1,10 @@
 """The in-memory backend: applies a Plan to the user's own ``nn.Module`` through ``surgery``.
 
 Each action kind has an applier, ``fn(session, actions, **options) -> applied actions``;
-consecutive actions of one kind are applied together (one surgery call removes every planned
-channel group at once, as a graph-consistent edit). Ops register the appliers of their own
-action kinds with :func:`applier`; the ones prune needs and
-``drop_layers`` (which the shard backend applies too) live here.
+consecutive actions of one kind (and one ``step``, where actions carry it) are applied together
+(one surgery call removes every planned channel group at once, as a graph-consistent edit). Ops
+register the appliers of their own action kinds with :func:`applier`; the ones prune needs live
+here, the merge and depth ones in their own modules.
 
 :meth:`MemoryBackend.checkpoint` records the model's structure (classes, attributes, the
 parameter and buffer tensors, the edit log, the masks, a Hugging Face config) without copying
@@ -47,7 +47,8 @@ class MemoryBackend:
 
     def apply(self, session: Any, plan: Plan, **options: Any) -> Plan:
         done = Plan(plan.op, [], dict(plan.config))
-        for kind, run in groupby(plan.actions, key=lambda a: a.kind):
+        # one run per kind and step: a plan made in steps (optimize) replays step by step
+        for (kind, _), run in groupby(plan.actions, key=lambda a: (a.kind, a.args.get("step"))):
             fn = APPLIERS.get(kind)
             if fn is None:
                 raise InputError(f"plan: no in-memory applier for action kind {kind!r}")
