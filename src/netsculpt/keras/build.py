@@ -228,8 +228,11 @@ def _call(b: Builder, layer: Any, ins: list[T], kouts: list | None) -> list[T]:
 def _out_shape(layer: Any, ins: list[T], kouts: list | None) -> tuple:
     if kouts is not None:
         return tuple(kouts[0].shape)
-    shapes = [t.shape for t in ins]
-    return tuple(layer.compute_output_shape(shapes[0] if len(shapes) == 1 else shapes))
+    import keras
+
+    specs = [keras.KerasTensor(t.shape) for t in ins]
+    out = layer.compute_output_spec(specs[0] if len(specs) == 1 else specs)
+    return tuple(out.shape)
 
 
 def _opaque(b: Builder, layer: Any, ins: list[T], kouts: list | None) -> list[T]:

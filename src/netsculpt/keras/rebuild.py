@@ -18,7 +18,7 @@ import numpy as np
 from torch import nn
 
 from netsculpt.errors import VerificationError
-from netsculpt.keras._base import CONVERTERS, KT, numpy, weight_name, weights_of
+from netsculpt.keras._base import CONVERTERS, KT, numpy, weight_name
 from netsculpt.keras.build import MirrorMap, nodes_of
 
 
@@ -79,8 +79,8 @@ class Rebuilder:
         return self.cache[k]
 
     def clone(self, layer: Any) -> Any:
-        """The layer as it was: its config and its own weights."""
-        w = weights_of(layer)
+        """The layer as it was: its config and its own weights (in their order)."""
+        w = layer.get_weights()
         return self.layer(layer, layer.get_config(), (lambda: w) if w else None)
 
     def new(self, owner: str, cls: type, config: dict, weights: dict | None = None) -> Any:
@@ -109,7 +109,11 @@ class Rebuilder:
 
     def set_weights(self) -> None:
         for layer, fn in self.pending:
-            arrays = {k: _np(v) for k, v in fn().items() if v is not None}
+            got = fn()
+            if isinstance(got, list):  # a clone: the same class, the weights in their order
+                layer.set_weights(got)
+                continue
+            arrays = {k: _np(v) for k, v in got.items() if v is not None}
             for v in layer.weights:
                 name = weight_name(layer, v)
                 if name not in arrays:
