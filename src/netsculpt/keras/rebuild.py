@@ -11,6 +11,7 @@ one layer.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -85,7 +86,8 @@ class Rebuilder:
 
     def new(self, owner: str, cls: type, config: dict, weights: dict | None = None) -> Any:
         """A layer an op added (no Keras original): named after its owner, unique."""
-        base = f"{owner}_{cls.__name__.lower()}"
+        snake = re.sub(r"(?<!^)(?=[A-Z][a-z])", "_", cls.__name__).lower()
+        base = f"{owner}_added_{snake}"
         name, i = base, 1
         while name in self.names:
             i += 1
