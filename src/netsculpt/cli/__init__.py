@@ -39,12 +39,19 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return int(args._run(args) or 0)
+        return int(_keras_or(args._run)(args) or 0)
     except NetsculptError as e:
         print(f"netsculpt {args.command}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
+
+
+def _keras_or(run):
+    """A command whose MODEL is a ``.keras`` file runs through :mod:`netsculpt.cli._keras`."""
+    from netsculpt.cli import _keras
+
+    return lambda args: _keras.run(args) if _keras.wants(args) else run(args)
 
 
 if __name__ == "__main__":  # pragma: no cover
