@@ -26,7 +26,12 @@ import numpy as np
 from torch import nn
 
 from netsculpt.errors import InputError
-from netsculpt.keras import layers_conv, layers_core, layers_norm  # noqa: F401 (registration)
+from netsculpt.keras import (  # noqa: F401 (registration)
+    layers_attention,
+    layers_conv,
+    layers_core,
+    layers_norm,
+)
 from netsculpt.keras._base import CONVERTERS, T, check_dtype, refuse
 from netsculpt.keras.mirror import Mirror, Opaque, Step, to_channels_first, to_channels_last
 
@@ -104,6 +109,12 @@ class Builder:
         return path
 
 
+class Inputs(list):
+    """A layer call's input KerasTensors, with the call's keyword arguments (``.kwargs``)."""
+
+    kwargs: dict = {}
+
+
 def nodes_of(model: Any) -> list[tuple[Any, list, list]]:
     """``(layer, input KerasTensors, output KerasTensors)`` per layer call, in execution order."""
     import keras
@@ -121,7 +132,9 @@ def nodes_of(model: Any) -> list[tuple[Any, list, list]]:
             layer = node.operation
             if type(layer).__name__ == "InputLayer":
                 continue
-            out.append((layer, list(node.arguments.keras_tensors), list(node.outputs)))
+            ins = Inputs(node.arguments.keras_tensors)
+            ins.kwargs = dict(node.arguments.kwargs or {})
+            out.append((layer, ins, list(node.outputs)))
     return out
 
 
@@ -194,6 +207,7 @@ def to_torch(model: Any, examples: Any, ignore: Any = ()) -> tuple[Mirror, Mirro
         for kt, t in zip(model.inputs, ins):
             env[id(kt)] = t
         for layer, kins, kouts in nodes_of(model):
+            b.call_kwargs = kins.kwargs
             got = _call(b, layer, [env[id(k)] for k in kins], kouts)
             for k, t in zip(kouts, got):
                 env[id(k)] = t
