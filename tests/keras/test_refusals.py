@@ -70,6 +70,15 @@ def test_not_a_keras_model():
         nk.prune(torch.nn.Linear(2, 2), np.zeros((1, 2), np.float32), amount=0.5)
 
 
+def test_unbuilt_model_is_refused():
+    model = keras.Sequential([L.Dense(8), L.Dense(2)])
+    with pytest.raises(InputError, match="not built"):
+        nk.prune(model, np.zeros((2, 6), np.float32), amount=0.5)
+    model(np.zeros((1, 6), np.float32))  # built by a call: no Input layer needed
+    new, _ = nk.prune(model, np.zeros((2, 6), np.float32), amount=0.5)
+    assert [layer.units for layer in new.layers] == [4, 2]
+
+
 def test_example_inputs_must_fit():
     model = seq((6,), L.Dense(8), L.Dense(2))
     with pytest.raises(InputError, match="does not fit"):

@@ -111,3 +111,11 @@ def test_analyze_names_keras_layers():
     coupled = {m for row in rep.details["groups"] for m in row["coupled"]}
     assert {"d1", "d2"} <= coupled
     assert rep.before.params == seed_mlp().count_params()
+
+
+def test_ignore_in_cut_protects_the_layer_and_other_verbs_say_so():
+    model = seed_mlp()
+    x, y = data()
+    new, _ = nk.cut(model, x[:8], data=(x, y), count=1, ignore=["d1"])
+    assert "d1" in [layer.name for layer in new.layers]
+    assert len(new.layers) == 2

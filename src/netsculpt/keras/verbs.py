@@ -28,6 +28,11 @@ def _check_model(model: Any) -> None:
 
     if not isinstance(model, keras.Model):
         raise InputError(f"expected a Keras 3 model (keras.Model), got {type(model).__name__}")
+    if not model.built:
+        raise InputError(
+            f"Keras model '{model.name}' is not built: give it a keras.Input, or call it once "
+            "on data, before netsculpt reads its weights"
+        )
 
 
 def mirror_of(model: Any, example_inputs: Any, ignore: Any = ()) -> tuple[Any, Any, list]:
@@ -53,17 +58,37 @@ def run(verb: str, model: Any, example_inputs: Any, *, data: Any = None, ignore:
     from netsculpt.keras.rebuild import to_keras
 
     mirror, mmap, xs = mirror_of(model, example_inputs, ignore)
+    fn = getattr(ns, verb)
     paths = _ignored_paths(mmap, keep_patterns(model, ignore))
-    if paths:
-        kwargs["ignore"] = paths
-    calib = D.batches(data, batch_size, kwargs.get("max_batches"))
     x = V.to_torch_inputs(xs)
-    report = getattr(ns, verb)(mirror, x[0] if len(x) == 1 else x, data=calib, **kwargs)
+    x = x[0] if len(x) == 1 else x
+    if paths:
+        _pass_ignore(verb, fn, paths, kwargs, mirror, x)
+    calib = D.batches(data, batch_size, kwargs.get("max_batches"))
+    report = fn(mirror, x, data=calib, **kwargs)
     new = to_keras(model, mirror, mmap)
     diff = V.check(new, mirror, xs, f"{verb}: the rebuilt Keras model", mmap)
     compile_like(new, model)
     _keras_numbers(report, model, new, mmap.mirror_diff, diff)
     return new, report
+
+
+def _pass_ignore(verb: str, fn: Any, paths: list[str], kwargs: dict, mirror: Any, x: Any) -> None:
+    """Hand the kept layers' mirror paths to the op: as ``ignore=`` where it takes it, as
+    ``protect=`` (blocks never removed) for a ``cut`` that has no ``ignore``."""
+    import inspect
+
+    params = inspect.signature(fn, follow_wrapped=False).parameters
+    takes_any = any(p.kind is p.VAR_KEYWORD for p in params.values())
+    if "ignore" in params or takes_any:
+        kwargs["ignore"] = sorted({*kwargs.get("ignore", ()), *paths})
+    elif verb == "cut" and "protect" in params:
+        from netsculpt.graph.blocks import find_blocks
+
+        held = {b.name for b in find_blocks(mirror, x) if set(b.modules) & set(paths)}
+        kwargs["protect"] = tuple(sorted({*kwargs.get("protect", ()), *held}))
+    else:
+        raise InputError(f"netsculpt.{verb} takes no ignore=: it cannot keep {paths[0]} whole")
 
 
 def _keras_numbers(report: Any, before: Any, after: Any, diff0: float, diff1: float) -> None:
