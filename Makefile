@@ -44,7 +44,7 @@ test: $(VENV)/.test
 	$(VENV)/bin/pytest -n 2 --dist loadgroup
 
 test-keras-tf: $(VENV_TF)/.keras-tf
-	KERAS_BACKEND=tensorflow $(VENV_TF)/bin/python -m pytest -q -p no:cacheprovider tests/keras
+	KERAS_BACKEND=tensorflow $(VENV_TF)/bin/python -m pytest -p no:cacheprovider tests/keras
 
 lint: $(VENV)/.test
 	$(VENV)/bin/ruff check src tests benchmarks examples

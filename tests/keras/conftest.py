@@ -9,6 +9,8 @@ import os
 import pytest
 
 os.environ.setdefault("KERAS_BACKEND", "torch")
+import netsculpt.keras  # noqa: E402, F401 (before Keras: sets up the backend's imports)
+
 _spec = importlib.util.find_spec("keras")
 if _spec is None or _spec.origin is None:  # not installed (a bare folder named keras is no Keras)
     pytest.skip("Keras is not installed", allow_module_level=True)

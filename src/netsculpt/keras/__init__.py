@@ -51,7 +51,21 @@ def _default_backend() -> None:
     os.environ["KERAS_BACKEND"] = "torch"
 
 
+def torch_next_to_tensorflow() -> None:
+    """torch.export loads triton (its LLVM); loaded after TensorFlow's, the process crashes.
+    Before TensorFlow is imported: load torch's compiler first. After: hide triton from torch
+    (a TensorFlow CPU process has no use for it), so that torch.export runs without it."""
+    if "torch._dynamo" in sys.modules:
+        return
+    if "tensorflow" not in sys.modules:
+        if os.environ.get("KERAS_BACKEND") == "tensorflow":
+            import torch._dynamo  # noqa: F401
+    elif "triton" not in sys.modules:
+        sys.modules["triton"] = None  # type: ignore[assignment]  (import triton -> ImportError)
+
+
 _default_backend()
+torch_next_to_tensorflow()
 
 
 def __getattr__(name: str) -> Any:

@@ -37,8 +37,10 @@ def _check_model(model: Any) -> None:
 
 def mirror_of(model: Any, example_inputs: Any, ignore: Any = ()) -> tuple[Any, Any, list]:
     """``(mirror, map, example arrays)``: the checked torch mirror of ``model``."""
+    from netsculpt.keras import torch_next_to_tensorflow
     from netsculpt.keras.build import to_torch
 
+    torch_next_to_tensorflow()
     _check_model(model)
     xs = D.example_arrays(example_inputs)
     mirror, mmap = to_torch(model, xs, ignore)
@@ -67,7 +69,7 @@ def run(verb: str, model: Any, example_inputs: Any, *, data: Any = None, ignore:
     calib = D.batches(data, batch_size, kwargs.get("max_batches"))
     report = fn(mirror, x, data=calib, **kwargs)
     new = to_keras(model, mirror, mmap)
-    diff = V.check(new, mirror, xs, f"{verb}: the rebuilt Keras model", mmap)
+    diff = V.check(new, mirror, xs, f"{verb}: the rebuilt Keras model")
     compile_like(new, model)
     _keras_numbers(report, model, new, mmap.mirror_diff, diff)
     return new, report
