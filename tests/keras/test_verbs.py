@@ -119,3 +119,27 @@ def test_ignore_in_cut_protects_the_layer_and_other_verbs_say_so():
     new, _ = nk.cut(model, x[:8], data=(x, y), count=1, ignore=["d1"])
     assert "d1" in [layer.name for layer in new.layers]
     assert len(new.layers) == 2
+
+
+def _cnn():
+    return seq((8, 8, 3), L.Conv2D(8, 3, padding="same", activation="relu", name="c1"),
+               L.Conv2D(8, 3, padding="same", name="c2"), L.BatchNormalization(name="bn2"),
+               L.ReLU(name="r2"), L.Conv2D(12, 3, strides=2, padding="same", name="c3"),
+               L.GlobalAveragePooling2D(), L.Dense(3))  # fmt: skip
+
+
+def test_cnn_cut_removes_conv_norm_and_activation(tmp_path):
+    model = _cnn()
+    x = sample(model, 16)
+    y = np.arange(16) % 3
+    new, rep = roundtrip(model, x[:4], tmp_path, "cut", data=(x, y), blocks=["c2"])
+    assert [layer.name for layer in new.layers][:2] == ["c1", "c3"]
+
+
+def test_cnn_grow_inserts_a_same_padded_conv(tmp_path):
+    model = _cnn()
+    x = sample(model)
+    new, _ = roundtrip(model, x, tmp_path, "grow", where=["c1"])
+    added = new.get_layer("c1_added_conv2d").get_config()
+    assert (added["filters"], added["padding"], tuple(added["kernel_size"])) == (8, "same", (3, 3))
+    np.testing.assert_allclose(out(new, x), out(model, x), atol=1e-5)
