@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     prefix = f"netsculpt {args.command}: error:"
     try:
-        return int(args._run(args) or 0)
+        return int(_keras_or(args._run)(args) or 0)
     except KeyboardInterrupt:
         print(f"netsculpt {args.command}: interrupted", file=sys.stderr)
         return 130
@@ -98,6 +98,13 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 1
+
+
+def _keras_or(run):
+    """A command whose MODEL is a ``.keras`` file runs through :mod:`netsculpt.cli._keras`."""
+    from netsculpt.cli import _keras
+
+    return lambda args: _keras.run(args) if _keras.wants(args) else run(args)
 
 
 if __name__ == "__main__":  # pragma: no cover
