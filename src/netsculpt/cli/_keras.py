@@ -137,7 +137,9 @@ def _prune(args: argparse.Namespace) -> dict[str, Any]:
 def _cut(args: argparse.Namespace) -> dict[str, Any]:
     kw = _given(args, {"threshold": "threshold", "count": "count", "criterion": "criterion",
                        "bridge": "bridge", "batches": "max_batches"})  # fmt: skip
-    kw.update(blocks=_names(args.blocks), protect=_names(args.protect), iterative=args.iterative)
+    kw.update(blocks=_names(args.blocks), iterative=args.iterative)
+    if _names(args.protect):
+        kw["ignore"] = _names(args.protect)
     kw["recalibrate_bn"] = not getattr(args, "keep_bn_stats", False)
     return kw
 
