@@ -203,3 +203,14 @@ def test_heal_names_a_batch_that_does_not_fit_the_model():
 def test_heal_refuses_bad_numbers(kw):
     with pytest.raises(InputError, match="heal: "):
         ns.heal(_mlp(), [(torch.randn(4, 6), torch.zeros(4).long())], epochs=1, **kw)
+
+
+@pytest.mark.parametrize("op, kw", [("cut", {"count": 1}), ("grow", {"kind": "deeper"})])
+def test_cut_and_grow_name_a_batch_of_the_wrong_shape(op, kw):
+    from netsculpt.data.models import ResidualMLP
+
+    torch.manual_seed(0)
+    model = ResidualMLP(10, 16, 4, 3).eval()
+    data = [(torch.randn(4, 7), torch.zeros(4).long())]
+    with pytest.raises(InputError, match=r"data batch 0: input has shape \(4, 7\)"):
+        getattr(ns, op)(model, torch.randn(2, 10), data=data, **kw)

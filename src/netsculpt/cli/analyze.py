@@ -22,6 +22,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--importance", default="l2", help="group score (default l2)")
     parser.add_argument("--data", help="calibration data (digits, mnist1d) for data scores")
     parser.add_argument("--blocks", action="store_true", help="also score each block")
+    parser.add_argument(
+        "--seed", type=int, default=0, help="seed of every random choice (default 0)"
+    )
     parser.add_argument("--all", action="store_true", help="list protected groups too")
     parser.add_argument("--plot", help="bar chart PNG of the block scores (with --blocks)")
     parser.add_argument("--report", help="write the report to this .json or .html file")
@@ -41,7 +44,12 @@ def run(args: argparse.Namespace) -> int:
     model, example_inputs, _ = load_model(args.model)
     data = calibration(args.data)
     report = ns.analyze(
-        model, example_inputs, data=data, importance=args.importance, blocks=args.blocks or None
+        model,
+        example_inputs,
+        data=data,
+        importance=args.importance,
+        blocks=args.blocks or None,
+        seed=args.seed,
     )
     console = Console()
     table = Table(title=f"channel groups of {args.model}")

@@ -27,6 +27,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--protect", default="", help="comma-separated blocks never to remove")
     parser.add_argument("--batches", type=int, default=8, help="calibration batches (default 8)")
     parser.add_argument(
+        "--seed", type=int, default=0, help="seed of every random choice (default 0)"
+    )
+    parser.add_argument(
         "--keep-bn-stats",
         action="store_true",
         help="do not re-estimate BatchNorm running statistics on --data after the cut",
@@ -46,7 +49,8 @@ def run(args: argparse.Namespace) -> int:
     check_output(args.output)
     check_output(args.report, suffixes=(".json", ".html"))
     model, example_inputs, source = resolve_model(args.model)
-    data = make_loader(load_dataset(args.data, "train"), 128, True) if args.data else None
+    train = load_dataset(args.data, "train", args.seed) if args.data else None
+    data = make_loader(train, 128, True, args.seed) if args.data else None
     report = cut(
         model,
         example_inputs,
@@ -60,6 +64,7 @@ def run(args: argparse.Namespace) -> int:
         ignore=_names(args.protect),
         max_batches=args.batches,
         recalibrate_bn=not args.keep_bn_stats,
+        seed=args.seed,
     )
     print(report)
     save(model, args.output, source=source)

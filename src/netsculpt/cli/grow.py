@@ -23,6 +23,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--factor", type=number, default=2.0, help="wider: width multiplier")
     parser.add_argument("--trainable", default="all", choices=("all", "new"))
     parser.add_argument("--batches", type=int, default=8, help="calibration batches (default 8)")
+    parser.add_argument(
+        "--seed", type=int, default=0, help="seed of every random choice (default 0)"
+    )
     parser.add_argument("--report", help="also write the report to this .json or .html file")
 
 
@@ -34,7 +37,8 @@ def run(args: argparse.Namespace) -> int:
     check_output(args.output)
     check_output(args.report, suffixes=(".json", ".html"))
     model, example_inputs, source = resolve_model(args.model)
-    data = make_loader(load_dataset(args.data, "train"), 128, True) if args.data else None
+    train = load_dataset(args.data, "train", args.seed) if args.data else None
+    data = make_loader(train, 128, True, args.seed) if args.data else None
     where = args.where if args.where == "auto" else [n.strip() for n in args.where.split(",")]
     report = grow(
         model,
@@ -48,6 +52,7 @@ def run(args: argparse.Namespace) -> int:
         factor=args.factor,
         trainable=args.trainable,
         max_batches=args.batches,
+        seed=args.seed,
     )
     print(report)
     save(model, args.output, source=source)

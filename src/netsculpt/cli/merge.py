@@ -21,6 +21,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--neurons", action="store_true", help="merge near-duplicate neurons")
     parser.add_argument("--blocks", action="store_true", help="collapse similar adjacent blocks")
     parser.add_argument(
+        "--seed", type=int, default=0, help="seed of every random choice (default 0)"
+    )
+    parser.add_argument(
         "--threshold",
         type=number,
         help="--neurons: cosine distance (default 0.01); --blocks: output similarity to keep "
@@ -54,6 +57,7 @@ def run(args: argparse.Namespace) -> int:
         threshold=args.threshold,
         data=data,
         folds=not args.no_folds,
+        seed=args.seed,
     )
     print(report)
     save(model, args.output, source=source)

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from netsculpt.core.errors import InputError
-from netsculpt.data.models import BUILTINS
+from netsculpt.data.models import BUILTINS, builtin_example
 
 
 def torchvision_names() -> list[str]:
@@ -27,14 +27,16 @@ def torchvision_model(name: str) -> nn.Module:
 
     kwargs = {"aux_logits": False, "init_weights": False} if name == "inception_v3" else {}
     try:
-        return torchvision.models.get_model(name, weights=None, **kwargs)
+        with torch.random.fork_rng(devices=[]):  # one name, one initial model
+            torch.manual_seed(0)
+            return torchvision.models.get_model(name, weights=None, **kwargs)
     except ValueError as exc:
         raise InputError(f"unknown torchvision model {name!r}") from exc
 
 
 def image_input(name: str) -> torch.Tensor:
     size = 299 if name == "inception_v3" else 224
-    return torch.randn(1, 3, size, size)
+    return torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(0))
 
 
 def example_inputs_for(source: str | None) -> Any:
@@ -45,7 +47,7 @@ def example_inputs_for(source: str | None) -> Any:
     """
     kind, _, name = (source or "").partition(":")
     if kind == "builtin" and name in BUILTINS:
-        return BUILTINS[name][1]()
+        return builtin_example(name)
     if kind == "torchvision":
         return image_input(name)
     return None

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from netsculpt.core.errors import InputError
-from netsculpt.data.models import BUILTINS, build_builtin
+from netsculpt.data.models import BUILTINS, build_builtin, builtin_example
 from netsculpt.data.names import (
     example_inputs_for,
     image_input,
@@ -31,7 +31,7 @@ def resolve_model(name_or_path: str) -> tuple[nn.Module, Any, str | None]:
     """
     name = str(name_or_path)
     if name in BUILTINS:
-        return build_builtin(name), BUILTINS[name][1](), f"builtin:{name}"
+        return build_builtin(name), builtin_example(name), f"builtin:{name}"
     path = Path(name)
     if path.exists():
         return _from_path(path)
