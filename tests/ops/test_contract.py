@@ -54,7 +54,7 @@ def _residual_mlp():
 
 def _tiny(name):
     def factory():
-        from conftest import make_tiny  # the tests' conftest: pytest puts tests/ on sys.path
+        from tinymodels import make_tiny  # tests/ is on sys.path (its conftest.py)
 
         return make_tiny()[name]
 

@@ -10,11 +10,11 @@ import torch
 from torch import nn
 
 import netsculpt as ns
-from conftest import Transformer  # the tests' conftest: pytest puts tests/ on sys.path
 from netsculpt.errors import NetsculptError, VerificationError
 from netsculpt.graph import build_graph
 from netsculpt.surgery import slicing
 from netsculpt.surgery.slicing import remove_channels
+from tinymodels import Transformer  # tests/ is on sys.path (its conftest.py)
 
 TABLES = ("_parameters", "_buffers", "_modules")
 
