@@ -56,8 +56,9 @@ def run(name: str, session: Session, config: Any = None, **overrides: Any) -> An
     return report
 
 
-# ops that only read shapes: they run on a model whose weights are on the meta device
-SHAPE_ONLY = {"analyze"}
+# ops that only read shapes and run on a model whose weights are on the meta device (none of
+# the verbs yet: even analyze scores weights; ns.capture / ns.build_graph work on meta)
+SHAPE_ONLY: set[str] = set()
 
 
 def _refuse_meta(name: str, model: Any) -> None:
@@ -68,7 +69,7 @@ def _refuse_meta(name: str, model: Any) -> None:
         raise InputError(
             f"{name}: the model's weights are on the meta device and {name} needs their values; "
             "load the weights first (netsculpt.hf.prune_pretrained / cut_pretrained edit a "
-            "checkpoint folder without loading it; analyze works on meta)"
+            "checkpoint folder without loading it; ns.build_graph reads a meta model's shapes)"
         )
 
 
