@@ -26,8 +26,12 @@ DEAD_PID = 2**22 + 7  # above Linux's pid_max: never a live process
 
 
 def _model(name="digits-mlp", seed=0):
+    model = build_builtin(name)  # the same initial weights for a name: re-draw them by seed
     torch.manual_seed(seed)
-    return build_builtin(name)
+    for mod in model.modules():
+        if hasattr(mod, "reset_parameters"):
+            mod.reset_parameters()
+    return model
 
 
 def test_save_onto_a_netsculpt_folder_with_user_files_refuses_and_keeps_them(tmp_path):
