@@ -291,7 +291,7 @@ class Search:
         self._data()
         self._latency_setup()
         before = s.snapshot()
-        before.latency_ms = self.latency(CONFIRM)
+        before.latency_ms = self.latency(CONFIRM) if cfg.target_latency is not None else None
         self.original = copy.deepcopy(model).eval()
         self.ref_calib = Q.outputs(self.original, self.calib)
         self.ref_held = Q.outputs(self.original, self.held)
@@ -359,9 +359,11 @@ class Search:
         return f"stopped before the target ({'; '.join(unmet)}): {why}"
 
     def _report(self, before: Any, row: dict[str, Any]) -> Any:
+        """The Report: before / after (latency timed only for a latency budget), the plan of
+        the accepted actions, the trace."""
         s, cfg = self.s, self.cfg
         after = s.snapshot()
-        after.latency_ms = self.latency(CONFIRM)
+        after.latency_ms = self.latency(CONFIRM) if before.latency_ms is not None else None
         after.metric, after.metric_name = row[self.kind], self.kind
         note = self._stop_note(row)
         s.notes.append(note)
