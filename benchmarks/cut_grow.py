@@ -197,7 +197,7 @@ def cut_rows(width: str, seeds: tuple = CUT_SEEDS, n: int = 3, draws: int = 3) -
     torch.set_num_threads(1)
     x = torch.randn(1, 40)
     data = calib("mnist1d")
-    default = CutConfig().criterion
+    default = CutConfig().importance
     rules = cut_rules(default)
     res: dict[str, list] = {label: [] for label, _ in rules}
     res["random"], res["original"], res["control"] = [], [], []
@@ -240,7 +240,7 @@ def _per_seed(rows: list[dict], k: int) -> list[tuple]:
 
 
 def cut_table(width: str, res: dict, seeds: tuple = CUT_SEEDS) -> tuple[str, str]:
-    default = f"{CutConfig().criterion} (default)"
+    default = f"{CutConfig().importance} (default)"
     orig, ctrl = res["original"], res["control"]
     rows = [
         f"| original (12 blocks) | – | {orig[0]['params']:,} | "

@@ -32,7 +32,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 from torch import nn
 
-from netsculpt.errors import InputError, NetsculptError
+from netsculpt.core.errors import InputError, NetsculptError
 from netsculpt.report import Report, Snapshot, layer_sizes
 
 STRUCTURE_OPS = ("prune", "cut", "merge", "grow", "optimize")  # the op registry's verbs that edit
@@ -253,7 +253,7 @@ class _Runner:
         if model is None:
             if recipe.model is None:
                 raise InputError("recipe: no model (set model: in the recipe or pass model=)")
-            from netsculpt.data import resolve_model
+            from netsculpt.io import resolve_model
 
             model, resolved, _ = resolve_model(recipe.model)
         self.model = model
@@ -283,7 +283,7 @@ class _Runner:
             return value
         if value == "original":
             return self.original if self.original is not None else copy.deepcopy(self.model)
-        from netsculpt.data import resolve_model
+        from netsculpt.io import resolve_model
 
         return resolve_model(value)[0]
 

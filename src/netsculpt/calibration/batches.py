@@ -22,8 +22,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from netsculpt.errors import InputError
-from netsculpt.utils import normalize_inputs
+from netsculpt.core.errors import InputError
+from netsculpt.core.utils import normalize_inputs
 
 DEFAULT_BATCH_SIZE = 64  # a Dataset is read in batches of this size, everywhere
 

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import argparse
 
-from netsculpt.cli._common import add_model_argument, calibration, load_model, write_report
+from netsculpt.cli._common import (
+    add_model_argument,
+    calibration,
+    check_output,
+    load_model,
+    write_report,
+)
 
 NAME = "analyze"
 HELP = "Show channel groups (size, importance, what is coupled) and, with --blocks, block effects."
@@ -27,6 +33,11 @@ def run(args: argparse.Namespace) -> int:
 
     import netsculpt as ns
 
+    check_output(args.report, suffixes=(".json", ".html"))
+    if args.plot:
+        from netsculpt.io.outputs import check_file_target
+
+        check_file_target(args.plot, what="plot")
     model, example_inputs, _ = load_model(args.model)
     data = calibration(args.data)
     report = ns.analyze(

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from netsculpt.cli._common import add_model_argument, check_output, write_report
-from netsculpt.errors import InputError
+from netsculpt.cli._common import add_model_argument, check_output, number, write_report
+from netsculpt.core.errors import InputError
 
 NAME = "merge"
 HELP = (
@@ -22,7 +22,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--blocks", action="store_true", help="collapse similar adjacent blocks")
     parser.add_argument(
         "--threshold",
-        type=float,
+        type=number,
         help="--neurons: cosine distance (default 0.01); --blocks: output similarity to keep "
         "(default 0.9)",
     )
@@ -35,9 +35,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import netsculpt as ns
-    from netsculpt.data import load_dataset, resolve_model
-    from netsculpt.io import save
+    from netsculpt.data import load_dataset
+    from netsculpt.io import resolve_model, save
 
+    check_output(args.output)
     check_output(args.report, suffixes=(".json", ".html"))
     model, example_inputs, source = resolve_model(args.model)
     if example_inputs is None:

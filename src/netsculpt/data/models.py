@@ -278,7 +278,7 @@ def build_builtin(name: str) -> nn.Module:
     >>> type(build_builtin("digits-cnn")).__name__
     'DigitsCNN'
     """
-    from netsculpt.errors import InputError
+    from netsculpt.core.errors import InputError
 
     if name not in BUILTINS:
         raise InputError(f"unknown built-in model {name!r}: one of {', '.join(BUILTINS)}")

@@ -36,7 +36,12 @@ DEFAULT_BATCH_SIZE = 64
 
 
 class Session:
-    """One verb call on one model: capture, data, snapshots, apply, verify, restore, report."""
+    """One verb call on one model: capture, data, snapshots, apply, verify, restore, report.
+
+    ``backend``: what applies plans (default: the memory backend, on ``model`` itself);
+    ``scorer``: ``fn(name, groups) -> {group id: scores}``, used by ops for a named importance
+    instead of the in-memory estimators (when the weights live elsewhere: the shard backend).
+    """
 
     def __init__(
         self,
@@ -49,6 +54,7 @@ class Session:
         batch_size: int | None = None,
         seed: int = 0,
         backend: Any = None,
+        scorer: Callable[[str, list], dict] | None = None,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise InputError(f"expected a torch.nn.Module, got {type(model).__name__}")
@@ -64,6 +70,9 @@ class Session:
 
             backend = MemoryBackend()
         self.backend = backend
+        # scores by estimator name, ``scorer(name, groups) -> {group id: scores}``, for a
+        # session whose weights are not in the model (the shard backend streams them)
+        self.scorer = scorer
         self.notes: list[str] = []
         self.exports = 0
         self._cap: Captured | None = None

@@ -7,7 +7,6 @@ anything fails. :func:`apply` replays a saved or hand-written :class:`~netsculpt
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 from torch import nn
@@ -41,10 +40,17 @@ def call(
     **overrides: Any,
 ) -> Any:
     """Run the registered op ``name`` on ``model`` (edited in place) and return its Report."""
-    spec = registry.get(name)
-    cfg = spec.config(config, overrides)
+    cfg = registry.get(name).config(config, overrides)
     _refuse_meta(name, model)
-    session = session_for(model, example_inputs, cfg, data)
+    return run(name, session_for(model, example_inputs, cfg, data), cfg)
+
+
+def run(name: str, session: Session, config: Any = None, **overrides: Any) -> Any:
+    """Run the registered op ``name`` on a session the caller made (another backend, a
+    scorer that reads weights from files); the same planning and Report as :func:`call`."""
+    spec = registry.get(name)
+    ready = isinstance(config, spec.configs) and not overrides
+    cfg = config if ready else spec.config(config, overrides)
     report = session.guarded(lambda: spec.module.run(session, cfg))
     report.config = {"op": name, **cfg.to_dict(), **report.config}
     return report
@@ -78,7 +84,7 @@ def verb(name: str):
     fn.__name__ = fn.__qualname__ = name
     fn.__doc__ = spec.module.run.__doc__
     fn.__module__ = "netsculpt"
-    return functools.wraps(fn)(fn)
+    return fn
 
 
 def apply(

@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader
 
 from netsculpt.calibration.batches import run as forward
 from netsculpt.calibration.batches import split_batch, to_device
-from netsculpt.errors import InputError
+from netsculpt.core.errors import InputError
 from netsculpt.heal.data import make_loaders
 from netsculpt.heal.losses import capture_hidden, hidden_loss, hidden_names, kd_loss
 from netsculpt.measure.evaluate import TASKS, attention_mask_of, device_of, embed, task_loss
@@ -86,7 +86,7 @@ def heal(
         data, val_data=val_data, val_fraction=val_fraction, seed=seed, batch_size=batch_size
     )
     from netsculpt.calibration.batches import probe_batch
-    from netsculpt.utils import eval_mode
+    from netsculpt.core.utils import eval_mode
 
     with eval_mode(model):
         probe_batch(model, train, "heal")
@@ -204,7 +204,7 @@ def _objective(out, t_out, inputs, target, opts, seen=None) -> torch.Tensor:
 @torch.no_grad()
 def _validate(net, teacher, val, opts, device) -> tuple[float, float | None]:
     """``(mean objective, metric)`` on the validation data, in eval mode."""
-    from netsculpt.utils import eval_mode
+    from netsculpt.core.utils import eval_mode
 
     task = opts["task"]
     total, n_batches, tokens, nll, correct, cos, samples = 0.0, 0, 0, 0.0, 0, 0.0, 0

@@ -15,9 +15,9 @@ from torch import nn
 
 from netsculpt.calibration.batches import iter_batches, run
 from netsculpt.calibration.hooks import task_loss
-from netsculpt.errors import InputError
+from netsculpt.core.errors import InputError
+from netsculpt.core.utils import eval_mode
 from netsculpt.graph.channels import Group, StructureGraph
-from netsculpt.utils import eval_mode
 
 ESTIMATORS: dict[str, Callable] = {}
 
@@ -43,7 +43,7 @@ def per_position(
     """``fn(t)`` summed over every dim but ``dim``: one float64 per position along ``dim``.
 
     Shared by the in-memory estimators and the shard-by-shard scorer
-    (:func:`netsculpt.hf.sharded.streamed_scores`), so both give equal scores.
+    (:func:`netsculpt.engine.backends.shards.streamed_scores`), so both give equal scores.
 
     >>> per_position(torch.tensor([[1.0, -2.0], [3.0, 4.0]]), 0, torch.abs).tolist()
     [3.0, 7.0]

@@ -26,9 +26,9 @@ from torch import nn
 
 from netsculpt.core.errors import InputError
 from netsculpt.core.plan import Action, Plan
+from netsculpt.core.utils import eval_mode
 from netsculpt.measure.outputs import similarity
 from netsculpt.surgery.fold import rdsc
-from netsculpt.utils import eval_mode
 
 __all__ = ["block_runs", "collapse", "outputs", "rdsc", "similarity"]
 

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from netsculpt.core.config import OpConfig, fraction, one_of, option
-from netsculpt.errors import InputError
+from netsculpt.core.errors import InputError
 
 METHODS = ("average", "task_arithmetic", "ties")
 
@@ -49,7 +49,7 @@ def check_same_architecture(models: list[nn.Module]) -> None:
     >>> check_same_architecture([nn.Linear(2, 2), nn.Linear(2, 3)])
     Traceback (most recent call last):
     ...
-    netsculpt.errors.InputError: merge_models: model 1 differs from model 0 at 'weight': shape (3, 2) vs (2, 2)
+    netsculpt.core.errors.InputError: merge_models: model 1 differs from model 0 at 'weight': shape (3, 2) vs (2, 2)
     """
     ref = models[0].state_dict()
     for i, m in enumerate(models[1:], start=1):

@@ -209,7 +209,8 @@ def importance_name(cfg: StructuredConfig, session: Any) -> str | Callable:
 
 
 def scores_for(session: Any, importance: Any, groups: list, seed: int) -> dict[int, np.ndarray]:
-    """``{group id: scores}`` by a registered estimator or a callable ``fn(model, group)``."""
+    """``{group id: scores}`` by a registered estimator or a callable ``fn(model, group)``;
+    a named estimator comes from the session's ``scorer`` when it has one."""
     if callable(importance):
         out = {}
         for g in groups:
@@ -221,6 +222,8 @@ def scores_for(session: Any, importance: Any, groups: list, seed: int) -> dict[i
                 )
             out[g.id] = s
         return out
+    if getattr(session, "scorer", None) is not None:
+        return session.scorer(importance, groups)
     needs = getattr(ESTIMATORS.get(importance), "needs_data", False)
     data = session.data_batches(f"importance '{importance}'" if needs else None)
     return score_groups(importance, session.model, session.graph, groups, data=data, seed=seed)

@@ -9,10 +9,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from netsculpt.core.errors import VerificationError
+from netsculpt.core.errors import InputError, VerificationError
 from netsculpt.core.plan import Action, Plan
 from netsculpt.core.select import is_ignored
-from netsculpt.errors import InputError
 from netsculpt.graph.capture import run_model
 from netsculpt.graph.channels import StructureGraph
 from netsculpt.importance.channels import channel_norms

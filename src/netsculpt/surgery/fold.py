@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from netsculpt.errors import InputError
+from netsculpt.core.errors import InputError
 
 _CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _CONV_T = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
@@ -258,14 +258,14 @@ def fold_norm_gain(
 def replace_module(model: nn.Module, path: str, new: nn.Module) -> nn.Module:
     """Put ``new`` at ``path`` in ``model`` and return the module that was there.
 
-    The replacement is recorded in the structure manifest (``netsculpt.io.manifest``) so that
+    The replacement is recorded in the structure manifest (``netsculpt.core.edits``) so that
     ``ns.load(dir, model=fresh_instance)`` can replay it.
 
     >>> seq = nn.Sequential(nn.Linear(2, 2), nn.ReLU())
     >>> type(replace_module(seq, "1", nn.Identity())).__name__
     'ReLU'
     """
-    from netsculpt.io.manifest import record_module
+    from netsculpt.core.edits import record_module
 
     old = model.get_submodule(path)
     record_module(model, path, new)  # sets the module and records it for ns.load

@@ -2,8 +2,9 @@
 
 Each action kind has an applier, ``fn(session, actions, **options) -> applied actions``;
 consecutive actions of one kind (and one ``step``, where actions carry it) are applied together
-(one surgery call removes every planned channel group at once, as a graph-consistent edit). Ops register the appliers of their own
-action kinds with :func:`applier`; the two that prune needs live here.
+(one surgery call removes every planned channel group at once, as a graph-consistent edit). Ops
+register the appliers of their own action kinds with :func:`applier`; the ones prune needs live
+here, the merge and depth ones in their own modules.
 
 :meth:`MemoryBackend.checkpoint` records the model's structure (classes, attributes, the
 parameter and buffer tensors, the edit log, the masks, a Hugging Face config) without copying
@@ -27,7 +28,7 @@ from netsculpt.core.plan import Action, Plan
 Applier = Callable[..., list[Action]]
 APPLIERS: dict[str, Applier] = {}
 # action kinds that leave the structure as it was (no re-export needed afterwards)
-KEEPS_STRUCTURE = {"zero_weights"}
+KEEPS_STRUCTURE = {"zero_weights", "recalibrate_bn"}
 _MODEL_STATE = ("_netsculpt_edits", "_netsculpt_masks")
 
 
@@ -65,8 +66,9 @@ def checkpoint(model: nn.Module) -> Callable[[], None]:
 
     Saves, for every module reachable now, its class, its attribute dict (with copies of its
     parameter, buffer and child dicts), and each parameter's data tensor; plus copies of the
-    model's edit log and masks, and of a Hugging Face config's fields. Surgery replaces tensors
-    rather than writing into them, so references are enough: no weight is copied.
+    model's edit log and masks, and of a Hugging Face config's fields, and each parameter's
+    ``requires_grad`` flag. Surgery replaces tensors rather than writing into them, so
+    references are enough: no weight is copied.
     """
     saved = []
     for mod in model.modules():
@@ -74,7 +76,10 @@ def checkpoint(model: nn.Module) -> Callable[[], None]:
             k: (copy.copy(v) if isinstance(v, (list, dict, set)) else v)
             for k, v in vars(mod).items()
         }
-        params = {k: (p, p.data if p is not None else None) for k, p in mod._parameters.items()}
+        params = {
+            k: (p, p.data if p is not None else None, p is not None and p.requires_grad)
+            for k, p in mod._parameters.items()
+        }
         saved.append((mod, mod.__class__, attrs, params))
     config = getattr(model, "config", None)
     config_state = copy.deepcopy(vars(config)) if hasattr(config, "to_dict") else None
@@ -85,9 +90,10 @@ def checkpoint(model: nn.Module) -> Callable[[], None]:
             mod.__class__ = cls
             mod.__dict__.clear()
             mod.__dict__.update(attrs)
-            for p, data in params.values():
+            for p, data, grad in params.values():
                 if p is not None:
                     p.data = data
+                    p.requires_grad_(grad)
         for k in _MODEL_STATE:
             if k in extra:
                 setattr(model, k, extra[k])
@@ -154,14 +160,24 @@ def _group(index: dict, a: Action, i: int) -> Any:
 
 @applier("remove_channels")
 def _remove_channels(
-    session: Any, actions: list[Action], *, safe: bool = True, check: Any = None, **_: Any
+    session: Any,
+    actions: list[Action],
+    *,
+    safe: bool = True,
+    check: Any = None,
+    verify: bool = True,
+    **_: Any,
 ) -> list[Action]:
     """Remove every planned group at once; with ``safe``, groups whose removal breaks the
-    model are left out (the session gets a note for each) instead of failing the edit."""
+    model are left out (the session gets a note for each) instead of failing the edit.
+    ``verify=False``: shapes only, the model is not run (a meta model that cannot run)."""
     from netsculpt.surgery import remove_channels, remove_channels_safely
 
     graph = session.graph
     by_group = resolve_channels(session, actions)
+    if not verify:
+        remove_channels(session.model, graph, by_group)
+        return actions
     if not safe:
         remove_channels(session.model, graph, by_group, session.example_inputs, check=check)
         return actions
@@ -225,86 +241,5 @@ def _add_bias(session: Any, actions: list[Action], **_: Any) -> list[Action]:
     return actions
 
 
-@applier("fold")
-def _fold(session: Any, actions: list[Action], **_: Any) -> list[Action]:
-    """Exact folds (``surgery.fold.apply_fold``), in order; each replaced module is recorded
-    in the structure manifest."""
-    from netsculpt.surgery import fold
-
-    for i, a in enumerate(actions):
-        modules = a.args["modules"]
-        if isinstance(modules, str) or not isinstance(modules, (list, tuple)):
-            raise InputError(f"plan fold[{i}]: modules must be a list of module paths")
-        fold.apply_fold(session.model, str(a.args["fold_kind"]), modules, where=f"plan fold[{i}]")
-    return actions
-
-
-def _producer_group(graph: Any, producer: str, where: str) -> Any:
-    """The channel group of ``producer``'s output channels (its weight's dim 0)."""
-    tensor = f"{producer}.weight"
-    for g in graph.groups:
-        if any(m.tensor == tensor and m.role == "out" and m.dim == 0 for m in g.members):
-            return g
-    raise InputError(f"{where}: {producer!r} produces no channel group of this model")
-
-
-@applier("merge_neurons")
-def _merge_neurons(session: Any, actions: list[Action], **_: Any) -> list[Action]:
-    """Neuron Merging: add each merged neuron's consumer columns, scaled by its ratio, to the
-    kept neuron's (``surgery.fold.merge_into_consumers``), then remove the merged neurons of
-    every producer at once (``surgery.remove_channels``)."""
-    from netsculpt.surgery import remove_channels
-    from netsculpt.surgery.fold import merge_into_consumers
-
-    graph = session.graph
-    removal: dict[int, np.ndarray] = {}
-    updates = []
-    for i, a in enumerate(actions):
-        where = f"plan merge_neurons[{i}]"
-        group = _producer_group(graph, str(a.args["producer"]), where)
-        try:
-            merged = [(int(j), int(k), float(r)) for j, k, r in a.args["merged"]]
-        except (TypeError, ValueError):
-            raise InputError(f"{where}: merged is a list of [j, k, ratio] triples") from None
-        for j, k, _r in merged:
-            if not (0 <= j < group.size and 0 <= k < group.size) or j == k:
-                raise InputError(
-                    f"{where}: [{j}, {k}] is not a pair of channels of {group.describe()}"
-                )
-        if not group.prunable:
-            raise InputError(f"{where}: {group.describe()} is protected: {group.reason}")
-        if group.id in removal:
-            raise InputError(f"{where}: {a.args['producer']!r} is merged twice in one plan")
-        updates.append((group, merged))
-        removal[group.id] = np.array(sorted({j for j, _, _ in merged}), dtype=np.int64)
-    for group, merged in updates:
-        merge_into_consumers(session.model, group, merged)
-    if removal:
-        remove_channels(session.model, graph, removal, session.example_inputs)
-    return actions
-
-
-@applier("collapse_blocks")
-def _collapse_blocks(session: Any, actions: list[Action], **_: Any) -> list[Action]:
-    """LaCo: RDSC of each action's blocks into the first, the others removed
-    (``surgery.fold.collapse_blocks``). Blocks are named as in ``session.blocks()`` at the time
-    of the action (a ModuleList renumbers after a removal); an action made in this session
-    carries its ``Block`` s in memory (``_blocks``) and needs no export."""
-    from netsculpt.surgery.fold import collapse_blocks
-
-    for i, a in enumerate(actions):
-        names = a.args["blocks"]
-        if isinstance(names, str) or not isinstance(names, (list, tuple)) or len(names) < 2:
-            raise InputError(f"plan collapse_blocks[{i}]: blocks must list two or more blocks")
-        blocks = a.args.get("_blocks")
-        if blocks is None:
-            by_name = {b.name: b for b in session.blocks()}
-            missing = [n for n in names if n not in by_name]
-            if missing:
-                raise InputError(
-                    f"plan collapse_blocks[{i}]: {missing[0]!r} is no block of this model"
-                )
-            blocks = [by_name[n] for n in names]
-        collapse_blocks(session.model, blocks)
-        session.stale()  # the next action's names refer to the model after this one
-    return actions
+# the appliers of the other action kinds register themselves on import
+from netsculpt.engine.backends import depth_appliers, merge_appliers  # noqa: E402, F401
