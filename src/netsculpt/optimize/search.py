@@ -65,6 +65,7 @@ class Search:
         self.tried = 0
         self.table: LatencyTable | None = None
         self.rejected: tuple[str, float] | None = None
+        self.gap = math.inf
 
     # -- set-up ------------------------------------------------------------------------------
     def _data(self) -> None:
@@ -189,9 +190,11 @@ class Search:
         layers = self.layers() if self.table is not None else None
         costs = Costs(driving.metric, graph, s.model, layers, self.table)
         now = self.value(row, driving.metric)
-        goal = max(min(cfg.step * driving.base, now - driving.limit), 1e-12 * driving.base)
+        gap = max(now - driving.limit, 1e-12 * driving.base)
+        goal = min(cfg.step * driving.base, gap)
         if driving.metric == "latency":  # the table's units: rescale the measured gap
-            goal *= costs.now / max(now, 1e-12)
+            goal, gap = goal * costs.now / max(now, 1e-12), gap * costs.now / max(now, 1e-12)
+        self.gap = gap  # savings beyond the target count for nothing when proposals are ranked
 
         def describe(g: Any, kept: int) -> str:
             mods = [m.module for m in g.members if m.role == "out"] or g.modules
@@ -217,7 +220,8 @@ class Search:
                 continue
             self.tried += 1
             # damage per unit saved; below the noise floor the larger saving wins
-            ranked.append(((max(c.proxy - proxy_now, 0.0) + NOISE_KL) / c.saving, -c.saving, i))
+            saving = min(c.saving, self.gap)
+            ranked.append(((max(c.proxy - proxy_now, 0.0) + NOISE_KL) / saving, -saving, i))
         return [cands[i] for *_, i in sorted(ranked)]
 
     def heal(self, step: int) -> bool:
