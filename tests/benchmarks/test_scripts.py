@@ -25,6 +25,8 @@ Smoke runs:
 - ``heal_vs_torch_pruning.py``: one seed at one epoch still prunes the CNN 15 ways (Torch-Pruning's
   bisection runs its pruner 14 times per budget) and runs 30 heals; its table needs the
   Torch-Pruning rows.
+- ``optimize.py``: ``--smoke`` (2 blocks of width 16, one epoch, no Torch-Pruning) still trains
+  the CNN and runs three searches with latency bisections (3 min on this machine).
 - ``merge.py``: ``--quick`` still measures resnet50 / mobilenet_v2 latencies and trains the
   digits and mnist1d models of all four tables (minutes).
 - ``speedup.py``: the measurement is repeated CPU latency at 224×224, batch 1 and 16; even
@@ -56,6 +58,7 @@ SCRIPTS: dict[str, tuple[str, str] | None] = {
     ),
     "llama7b_meta.py": ("--layers 2", "| params | build model |"),
     "merge.py": None,
+    "optimize.py": None,
     "speedup.py": None,
     "zoo.py": ("--only resnet18 --no-torch-pruning", "resnet18                 pass"),
 }

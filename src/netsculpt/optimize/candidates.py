@@ -98,10 +98,12 @@ class Costs:
         return self.table.predict(self.layers, self.sizes(chans))
 
     def block_saving(self, block: Any) -> float:
+        from netsculpt.measure.blocks import mac_delta, param_delta
+
         if self.metric == "macs":
-            return float(block.macs)
+            return -float(mac_delta(self.model, self.graph.captured.program, block))
         if self.metric == "params":
-            return float(block.params)
+            return -float(param_delta(self.model, block))
         inside = [ly for ly in self.layers if is_ignored(ly.path, block.modules)]
         sizes = {ly.path: ly.dims for ly in inside}
         rest = self.table.rest_ms * 0.5 * out_elements(inside, sizes) / self.table.rest_elems

@@ -65,6 +65,7 @@ class Search:
         self.tried = 0
         self.table: LatencyTable | None = None
         self.rejected: tuple[str, float] | None = None
+        self.gap = math.inf
 
     # -- set-up ------------------------------------------------------------------------------
     def _data(self) -> None:
@@ -189,9 +190,11 @@ class Search:
         layers = self.layers() if self.table is not None else None
         costs = Costs(driving.metric, graph, s.model, layers, self.table)
         now = self.value(row, driving.metric)
-        goal = max(min(cfg.step * driving.base, now - driving.limit), 1e-12 * driving.base)
+        gap = max(now - driving.limit, 1e-12 * driving.base)
+        goal = min(cfg.step * driving.base, gap)
         if driving.metric == "latency":  # the table's units: rescale the measured gap
-            goal *= costs.now / max(now, 1e-12)
+            goal, gap = goal * costs.now / max(now, 1e-12), gap * costs.now / max(now, 1e-12)
+        self.gap = gap  # savings beyond the target count for nothing when proposals are ranked
 
         def describe(g: Any, kept: int) -> str:
             mods = [m.module for m in g.members if m.role == "out"] or g.modules
@@ -217,7 +220,8 @@ class Search:
                 continue
             self.tried += 1
             # damage per unit saved; below the noise floor the larger saving wins
-            ranked.append(((max(c.proxy - proxy_now, 0.0) + NOISE_KL) / c.saving, -c.saving, i))
+            saving = min(c.saving, self.gap)
+            ranked.append(((max(c.proxy - proxy_now, 0.0) + NOISE_KL) / saving, -saving, i))
         return [cands[i] for *_, i in sorted(ranked)]
 
     def heal(self, step: int) -> bool:
@@ -291,7 +295,7 @@ class Search:
         self._data()
         self._latency_setup()
         before = s.snapshot()
-        before.latency_ms = self.latency(CONFIRM)
+        before.latency_ms = self.latency(CONFIRM) if cfg.target_latency is not None else None
         self.original = copy.deepcopy(model).eval()
         self.ref_calib = Q.outputs(self.original, self.calib)
         self.ref_held = Q.outputs(self.original, self.held)
@@ -359,9 +363,11 @@ class Search:
         return f"stopped before the target ({'; '.join(unmet)}): {why}"
 
     def _report(self, before: Any, row: dict[str, Any]) -> Any:
+        """The Report: before / after (latency timed only for a latency budget), the plan of
+        the accepted actions, the trace."""
         s, cfg = self.s, self.cfg
         after = s.snapshot()
-        after.latency_ms = self.latency(CONFIRM)
+        after.latency_ms = self.latency(CONFIRM) if before.latency_ms is not None else None
         after.metric, after.metric_name = row[self.kind], self.kind
         note = self._stop_note(row)
         s.notes.append(note)
