@@ -2,9 +2,12 @@
 
 resnet18, resnet50, mobilenet_v2 (random init) at amount=0.5 with L2 importance; Torch-Pruning
 1.6.1 with ``pruning_ratio=0.5``, ``GroupMagnitudeImportance(p=2)``, classifier ignored. For each:
-MACs, params, CPU latency at batch 1 and 16 (2 threads, median of 15 after warm-up), speed-up ÷
-ideal (ideal = MACs ratio) and the seconds of analysis + pruning. Writes the ``speedup`` section of
-``benchmarks/RESULTS.md``.
+MACs, params, CPU latency at batch 1 and 16 (2 threads, median of 10 after 3 warm-up runs, best of
+3 alternating rounds), speed-up ÷ ideal (ideal = MACs ratio) and the seconds of analysis + pruning.
+
+The BN-fold rows put each tool's pruned model through the same exact BatchNorm fold (``ns.merge``)
+and compare it with the *folded* original, so that a fold's own gain is not counted as pruning's.
+Writes the ``speedup`` section of ``benchmarks/RESULTS.md``.
 
     python benchmarks/speedup.py [--models resnet18 ...] [--no-torch-pruning]
 """
@@ -22,9 +25,9 @@ import netsculpt as ns
 from netsculpt.measure import count_macs
 
 try:
-    from benchmarks._results import write_section
+    from benchmarks._results import stamp, write_section
 except ImportError:
-    from _results import write_section
+    from _results import stamp, write_section
 
 MODELS = ("resnet18", "resnet50", "mobilenet_v2")
 THREADS, REPEATS = 2, 10
@@ -52,11 +55,24 @@ def prune_ours(model):
 
 def prune_fold(model):
     """netsculpt's deployment path: the same pruning, then the exact BatchNorm folds."""
-    x = torch.randn(1, 3, 224, 224)
     t = time.perf_counter()
-    ns.prune(model, x, amount=0.5, importance="l2")
-    ns.merge(model, x)
+    prune_ours(model)
+    fold(model)
     return time.perf_counter() - t
+
+
+def prune_tp_fold(model):
+    """Torch-Pruning's pruning, then the same exact BatchNorm folds as netsculpt's row."""
+    t = time.perf_counter()
+    prune_tp(model)
+    fold(model)
+    return time.perf_counter() - t
+
+
+def fold(model):
+    """The exact BatchNorm folds (no neuron or block merges)."""
+    ns.merge(model, torch.randn(1, 3, 224, 224))
+    return model
 
 
 def prune_tp(model):
@@ -104,9 +120,10 @@ def main() -> None:
         macs0 = count_macs(base, x1)
         pruned, secs = {}, {}
         tools = (("netsculpt", prune_ours), ("Torch-Pruning", prune_tp),
-                 ("netsculpt + BN fold", prune_fold))  # fmt: skip
+                 ("netsculpt + BN fold", prune_fold),
+                 ("Torch-Pruning + BN fold", prune_tp_fold))  # fmt: skip
         for tool, fn in tools:
-            if tool == "Torch-Pruning" and args.no_torch_pruning:
+            if tool.startswith("Torch-Pruning") and args.no_torch_pruning:
                 continue
             model = copy.deepcopy(base)
             secs[tool] = fn(model)
@@ -114,18 +131,21 @@ def main() -> None:
         same = "Torch-Pruning" in pruned and [
             tuple(p.shape) for p in pruned["netsculpt"].parameters()
         ] == [tuple(p.shape) for p in pruned["Torch-Pruning"].parameters()]
-        lat = {b: _interleaved({"base": base, **pruned}, b) for b in (1, 16)}
+        base_fold = fold(copy.deepcopy(base)).eval()
+        lat = {b: _interleaved({"base": base, "base + BN fold": base_fold, **pruned}, b)
+               for b in (1, 16)}  # fmt: skip
         for tool, model in pruned.items():
             macs = count_macs(model, x1)
             ideal = macs0 / macs
-            same_row = same if tool != "netsculpt + BN fold" and not args.no_torch_pruning else None
+            ref = "base + BN fold" if tool.endswith("BN fold") else "base"
+            same_row = same if not tool.endswith("BN fold") and not args.no_torch_pruning else None
             row = {"model": name, "tool": tool, "macs": (macs0, macs), "same": same_row,
                    "params": (sum(p.numel() for p in base.parameters()),
                               sum(p.numel() for p in model.parameters())),
                    "secs": secs[tool], "ideal": ideal}  # fmt: skip
             for b in (1, 16):
-                row[f"lat{b}"] = (lat[b]["base"], lat[b][tool])
-                row[f"eff{b}"] = (lat[b]["base"] / lat[b][tool]) / ideal
+                row[f"lat{b}"] = (lat[b][ref], lat[b][tool])
+                row[f"eff{b}"] = (lat[b][ref] / lat[b][tool]) / ideal
             rows.append(row)
             print(
                 f"{name:13s} {tool:13s} MACs x{macs / macs0:.2f}  b1 {row['lat1'][0]:.1f}->"
@@ -134,20 +154,28 @@ def main() -> None:
                 f"  same architecture: {same}",
                 flush=True,
             )
-    write_section("speedup", table(rows))
+    command = (
+        "python benchmarks/speedup.py"
+        + ("" if tuple(args.models) == MODELS else " --models " + " ".join(args.models))
+        + (" --no-torch-pruning" if args.no_torch_pruning else "")
+    )
+    write_section("speedup", table(rows, stamp(command, ("torch_pruning",))))
 
 
-def table(rows) -> str:
+def table(rows, stamp_line: str = "") -> str:
     out = [
         "## Speed-up vs Torch-Pruning (issue 2)",
         "",
+        stamp_line,
+        "",
         f"`benchmarks/speedup.py`, torch {torch.__version__}, CPU, {THREADS} threads, latency = "
         f"median of {REPEATS} after 3 warm-up runs, best of 3 rounds that alternate the "
-        "original and both pruned models, 224×224, amount / pruning_ratio 0.5, L2. "
-        "Speed-up ÷ ideal: (latency before / after) ÷ (MACs before / after). All rows measured "
-        "in the same run on the same machine. 'netsculpt + BN fold' adds `ns.merge` (exact "
-        "BatchNorm folds) after the same pruning: the deployment path, not the like-for-like "
-        "comparison. Where both tools produce the same architecture (shape for shape), the "
+        "original (plain and BN-folded) and every pruned model, 224×224, amount / pruning_ratio "
+        "0.5, L2. Speed-up ÷ ideal: (latency before / after) ÷ (MACs before / after). All rows "
+        "measured in the same run on the same machine. The '+ BN fold' rows put each tool's "
+        "pruned model through the same exact BatchNorm folds (`ns.merge`) and are compared with "
+        "the BN-folded original (their 'before' latency), so the fold's own gain is not counted. "
+        "Where both tools produce the same architecture (shape for shape), the "
         "difference between their rows is measurement noise of this shared 2-core machine."
         + (
             ""

@@ -22,9 +22,9 @@ import netsculpt as ns
 from netsculpt.measure import count_macs
 
 try:
-    from benchmarks._results import write_section
+    from benchmarks._results import stamp, write_section
 except ImportError:  # run as a script from the repository root
-    from _results import write_section
+    from _results import stamp, write_section
 
 
 def build(name: str):
@@ -110,6 +110,9 @@ def main() -> None:
         with_tp = not args.no_torch_pruning
     except ImportError:
         with_tp = False
+    command = "python benchmarks/zoo.py" + (f" --only {' '.join(args.only)}" if args.only else "")
+    command += " --no-torch-pruning" if args.no_torch_pruning else ""
+    stamp_line = stamp(command, ("torch_pruning",) if with_tp else ())
     rows, t_all = [], time.perf_counter()
     for name in names:
         r = _try(ours, name)
@@ -121,18 +124,22 @@ def main() -> None:
         )
         print(f"{name:24s} {status}{tp_status}", flush=True)
         # written after every model, so that an interrupted run still leaves its rows
-        write_section("zoo", table(rows, with_tp, time.perf_counter() - t_all, len(names)))
+        write_section(
+            "zoo", table(rows, with_tp, time.perf_counter() - t_all, len(names), stamp_line)
+        )
 
 
 def _ratio(pair) -> str:
     return f"{pair[1] / pair[0]:.2f}"
 
 
-def table(rows, with_tp: bool, seconds: float, total: int) -> str:
+def table(rows, with_tp: bool, seconds: float, total: int, stamp_line: str = "") -> str:
     passed = sum(r["ok"] for _, r, _ in rows)
     tp_passed = sum(t["ok"] for _, _, t in rows if t is not None)
     head = [
         "## Zoo: every torchvision classification model at amount=0.5 (issue 2)",
+        "",
+        stamp_line,
         "",
         f"`benchmarks/zoo.py`, torch {torch.__version__}, CPU, random init, input 224×224 "
         f"(299 for inception_v3), L2 importance. netsculpt: **{passed}/{len(rows)} pass**"

@@ -28,7 +28,6 @@ cannot round-trip through ``save_pretrained``, notes saying why (save with ``ns.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 from torch import nn
@@ -68,25 +67,22 @@ def hf_details(model: nn.Module, report: Report) -> Report:
 def prune(
     model: nn.Module,
     example_inputs: Any,
+    config: Any = None,
     *,
-    amount: float = DEFAULTS["amount"],
-    targets: tuple[str, ...] | list[str] = DEFAULTS["targets"],
-    uniform: bool = DEFAULTS["uniform"],
-    importance: str | Callable = DEFAULTS["importance"],
-    global_: bool = False,
     data: Any = None,
-    round_to: int | None = None,
+    **overrides: Any,
 ) -> Report:
     """Prune heads / MLP channels / hidden size of an HF model in place; returns a Report.
 
-    ``ns.prune(model, example_inputs, data=data, **prune_options(...))``: the structured prune
-    with the HF defaults (see the module docstring), then the HF report details.
+    ``ns.prune(model, example_inputs, config, data=data, **overrides)`` with the HF defaults
+    (:data:`DEFAULTS`, see the module docstring) under the keywords given, then the HF report
+    details. Every keyword of ``ns.prune`` is accepted; an unknown one is a one-line
+    :class:`~netsculpt.errors.InputError`. A ``config=`` is used as given (no HF defaults).
     ``amount``: fraction removed from each chosen part (``global_``: ranked across groups).
     ``uniform``: equal counts in every layer (HF-compatible config). ``importance``: any of
     ``ns.prune``'s estimators or a callable.
     """
     from netsculpt.engine.verbs import call
 
-    kw = prune_options(amount=amount, targets=targets, uniform=uniform, importance=importance,
-                       global_=global_, round_to=round_to)  # fmt: skip
-    return hf_details(model, call("prune", model, example_inputs, data=data, **kw))
+    kw = overrides if config is not None else prune_options(**overrides)
+    return hf_details(model, call("prune", model, example_inputs, config, data=data, **kw))
