@@ -1,10 +1,17 @@
 """Every torchvision classification model pruned at amount=0.5 (L2), with Torch-Pruning beside it.
 
 For each model in ``torchvision.models.list_models(module=torchvision.models)`` (random init):
-netsculpt prunes half of every channel group; pass = the pruned model runs and its output shape
-is unchanged. Params and MACs before/after; the reason for each failure. The same model pruned
-by Torch-Pruning 1.6.1 (``pruning_ratio=0.5``, ``GroupMagnitudeImportance(p=2)``, classifier
-ignored) when it is installed.
+netsculpt prunes half of every channel group. A model **passes** when all of these hold:
+
+- the pruned model runs and its output shape is unchanged, and its outputs are finite;
+- MACs after ÷ MACs before ≤ ``MAX_MACS_RATIO`` (0.55: half the channels of every group should
+  leave about a quarter of the MACs; a ratio above 0.55 means most of the model was left alone);
+- ``ns.save`` → ``ns.load`` into a fresh instance gives outputs equal bit for bit.
+
+Params and MACs before/after, the number of channel groups left whole (and the first reason),
+and the reason for each failure. The same model pruned by Torch-Pruning 1.6.1
+(``pruning_ratio=0.5``, ``GroupMagnitudeImportance(p=2)``, classifier ignored) when it is
+installed, judged by the same shape / finite / MACs rules (it has no save format of its own).
 
     python benchmarks/zoo.py [--only resnet18 swin_t] [--no-torch-pruning]
 """
@@ -27,6 +34,9 @@ except ImportError:  # run as a script from the repository root
     from _results import stamp, write_section
 
 
+MAX_MACS_RATIO = 0.55
+
+
 def build(name: str):
     import torchvision
 
@@ -42,21 +52,45 @@ def build(name: str):
 
 
 def ours(name: str) -> dict:
+    import tempfile
+
     model, x = build(name)
     shape = model(x).shape
     macs0, params0 = count_macs(model, x), sum(p.numel() for p in model.parameters())
     t0 = time.perf_counter()
     rep = ns.prune(model, x, amount=0.5, importance="l2")
     seconds = time.perf_counter() - t0
+    model.eval()
     with torch.no_grad():
-        ok = model(x).shape == shape
+        out = model(x)
+    macs = count_macs(model, x)
+    with tempfile.TemporaryDirectory() as d:
+        ns.save(model, d)
+        back = ns.load(d, model=build(name)[0]).eval()
+        with torch.no_grad():
+            reloads = torch.equal(back(x), out)
+    skipped = rep.details.get("skipped", {})
+    why = _judge(out, shape, (macs0, macs)) or ("" if reloads else "save → load outputs differ")
     return {
         "params": (params0, rep.after.params),
-        "macs": (macs0, count_macs(model, x)),
-        "ok": ok,
+        "macs": (macs0, macs),
+        "ok": not why,
+        "error": why,
         "seconds": seconds,
-        "skipped": len(rep.details["skipped"]),
+        "skipped": len(skipped),
+        "skip_reason": next(iter(skipped.values()), ""),
     }
+
+
+def _judge(out, shape, macs) -> str:
+    """Why a pruned model fails the shape / finite / MACs rules ('' when it passes)."""
+    if out.shape != shape:
+        return f"output shape {tuple(out.shape)} != {tuple(shape)}"
+    if not torch.isfinite(out).all():
+        return "outputs are not finite"
+    if macs[1] / macs[0] > MAX_MACS_RATIO:
+        return f"MACs ratio {macs[1] / macs[0]:.2f} > {MAX_MACS_RATIO}"
+    return ""
 
 
 def prune_with_tp(name: str) -> dict:
@@ -77,8 +111,10 @@ def prune_with_tp(name: str) -> dict:
     )
     pruner.step()
     with torch.no_grad():
-        ok = model(x).shape == shape
-    return {"macs": (macs0, count_macs(model, x)), "ok": ok}
+        out = model.eval()(x)
+    macs = (macs0, count_macs(model, x))
+    why = _judge(out, shape, macs)
+    return {"macs": macs, "ok": not why, "error": why}
 
 
 def _try(fn, name):
@@ -148,32 +184,41 @@ def table(rows, with_tp: bool, seconds: float, total: int, stamp_line: str = "")
             if with_tp
             else " (Torch-Pruning column not run: --no-torch-pruning)"
         )
-        + f". Total {seconds:.0f} s."
+        + f". Total {seconds:.0f} s. A pass: output shape kept, finite outputs, MACs ratio ≤ "
+        f"{MAX_MACS_RATIO}, and save → load into a fresh instance gives equal outputs (bit for "
+        "bit); Torch-Pruning's column uses the same rules except save → load. 'groups left "
+        "whole': channel groups netsculpt did not prune, with the first reason."
         + ("" if len(rows) == total else f" (Interrupted: {len(rows)} of {total} models.)"),
         "",
-        "| model | netsculpt | params before → after | MACs before → after (ratio) | prune s |"
-        + (" Torch-Pruning | TP MACs ratio |" if with_tp else ""),
-        "|---|---|---|---|---|" + ("---|---|" if with_tp else ""),
+        "| model | netsculpt | params before → after | MACs before → after (ratio) | prune s "
+        "| groups left whole |" + (" Torch-Pruning | TP MACs ratio |" if with_tp else ""),
+        "|---|---|---|---|---|---|" + ("---|---|" if with_tp else ""),
     ]
     lines = []
     for name, r, t in rows:
-        if r["ok"]:
+        status = "pass" if r["ok"] else f"fail: {r.get('error') or 'unknown'}"
+        if "params" in r:
+            skip = str(r["skipped"]) + (f" ({_cell(r['skip_reason'])})" if r["skipped"] else "")
             cells = [
-                f"{name}",
-                "pass",
+                name,
+                status,
                 f"{r['params'][0]:,} → {r['params'][1]:,}",
                 f"{r['macs'][0]:,} → {r['macs'][1]:,} ({_ratio(r['macs'])})",
                 f"{r['seconds']:.1f}",
+                skip,
             ]
         else:
-            cells = [name, f"fail: {r.get('error', 'output shape changed')}", "", "", ""]
+            cells = [name, status, "", "", "", ""]
         if with_tp:
-            if t["ok"]:
-                cells += ["pass", _ratio(t["macs"])]
-            else:
-                cells += [f"fail: {t.get('error', 'output shape changed')}", ""]
+            tp_status = "pass" if t["ok"] else f"fail: {t.get('error') or 'unknown'}"
+            cells += [tp_status, _ratio(t["macs"]) if "macs" in t else ""]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(head + lines)
+
+
+def _cell(text: str) -> str:
+    text = " ".join(str(text).split()).replace("|", "/")
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 if __name__ == "__main__":
