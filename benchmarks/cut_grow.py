@@ -25,9 +25,9 @@ from netsculpt.graph.blocks import find_blocks
 from netsculpt.ops.cut import CutConfig
 
 try:
-    from benchmarks._results import write_section
+    from benchmarks._results import stamp, write_section
 except ImportError:  # run as a script from the repository root
-    from _results import write_section
+    from _results import stamp, write_section
 SEEDS = (0, 1, 2)
 CUT_SEEDS = (0, 1, 2, 3, 4)
 
@@ -170,6 +170,8 @@ def heal(model: nn.Module, seed: int, steps: int = HEAL_STEPS) -> None:
 
 
 CUT_COLUMNS = ("before heal", "before heal, stale BN statistics", "after heal")
+# the row that compares at equal removed parameters instead of equal removed blocks
+EQUAL_PARAMS = "{default} at drop-last-n's params (target_params=)"
 
 
 def cut_rules(default: str) -> list[tuple[str, dict]]:
@@ -211,6 +213,11 @@ def cut_rows(width: str, seeds: tuple = CUT_SEEDS, n: int = 3, draws: int = 3) -
                                    small=accuracy(healed, "mnist1d"), gone=""))  # fmt: skip
         for label, kw in rules:
             res[label].append(run_cut(base, x, data, n, kw, seed))
+        # equal removed parameters: the default cuts until it is as small as drop-last-n's model
+        kw = dict(criterion=default, target_params=res["drop last n"][-1]["params"])
+        res.setdefault(EQUAL_PARAMS.format(default=default), []).append(
+            run_cut(base, x, data, n, kw, seed)
+        )
         for d in range(draws):
             kw = dict(criterion="random", seed=100 * seed + d)
             res["random"].append(run_cut(base, x, data, n, kw, seed) | dict(seed=seed))
@@ -222,7 +229,8 @@ def run_cut(base, x, data, n, kw, seed: int = 0) -> dict:
     """Cut a copy (the rule's own ``recalibrate_bn``), then the same blocks with stale BN
     statistics (a diagnostic), then heal the first copy."""
     model = copy.deepcopy(base)
-    rep = ns.cut(model, x, data=data, **({} if "blocks" in kw else {"count": n}), **kw)
+    by_count = "blocks" not in kw and "target_params" not in kw
+    rep = ns.cut(model, x, data=data, **({"count": n} if by_count else {}), **kw)
     gone = [r["block"] for r in rep.details["removed"]]
     stale = copy.deepcopy(base)
     ns.cut(stale, x, blocks=gone)  # no data: BatchNorm statistics left as trained
@@ -272,6 +280,25 @@ def cut_table(width: str, res: dict, seeds: tuple = CUT_SEEDS) -> tuple[str, str
     return head + "\n".join(rows) + "\n\n" + verdict, summary
 
 
+def _compare(d: list[tuple], o: list[tuple], other: str) -> tuple[list[str], bool]:
+    """Paired per-seed comparison of accuracy tuples ``d`` vs ``o`` before and after heal:
+    the two sentences, and whether ``d`` beats ``o`` after heal (higher mean, every seed)."""
+    parts, beats_after = [], False
+    for i, stage in ((0, "before heal"), (2, "after heal")):
+        diffs = [a[i] - b[i] for a, b in zip(d, o, strict=True)]
+        wins, ties = sum(x > 0 for x in diffs), sum(x == 0 for x in diffs)
+        beats = statistics.mean(diffs) > 0 and wins == len(d)
+        if i == 2:
+            beats_after = beats
+        tie = f", equal on {ties}" if ties else ""
+        parts.append(
+            f"{stage} it {'beats' if beats else 'does not beat'} {other} "
+            f"({statistics.mean(a[i] for a in d):.3f} vs {statistics.mean(b[i] for b in o):.3f}"
+            f", difference {_mean_sd(diffs)}; higher on {wins} of {len(d)} seeds{tie})"
+        )
+    return parts, beats_after
+
+
 def cut_verdict(res: dict[str, list], default: str, draws: int, width: str) -> tuple[str, str]:
     """Does the default beat drop-last-n and random? "beats": a higher mean and higher on every
     seed; the paired difference (mean ± std over seeds) says by how much."""
@@ -280,20 +307,14 @@ def cut_verdict(res: dict[str, list], default: str, draws: int, width: str) -> t
     out, after = [], {}
     for other in ("drop last n", "drop last n, keep the final block", "random"):
         o = _per_seed(res[other], draws) if other == "random" else [r["acc"] for r in res[other]]
-        parts = []
-        for i, stage in ((0, "before heal"), (2, "after heal")):
-            diffs = [a[i] - b[i] for a, b in zip(d, o, strict=True)]
-            wins, ties = sum(x > 0 for x in diffs), sum(x == 0 for x in diffs)
-            beats = statistics.mean(diffs) > 0 and wins == len(d)
-            if i == 2:
-                after[other] = beats
-            tie = f", equal on {ties}" if ties else ""
-            parts.append(
-                f"{stage} it {'beats' if beats else 'does not beat'} {other} "
-                f"({statistics.mean(a[i] for a in d):.3f} vs {statistics.mean(b[i] for b in o):.3f}"
-                f", difference {_mean_sd(diffs)}; higher on {wins} of {len(d)} seeds{tie})"
-            )
-        out.append(f"- {default} vs {other}: " + "; ".join(parts) + ".")
+        parts = _compare(d, o, other)
+        after[other] = parts[1]
+        out.append(f"- {default} vs {other}: " + "; ".join(parts[0]) + ".")
+    eq = EQUAL_PARAMS.format(default=default.removesuffix(" (default)"))
+    if eq in res:
+        parts = _compare([r["acc"] for r in res[eq]], [r["acc"] for r in res["drop last n"]],
+                         "drop last n")  # fmt: skip
+        out.append(f"- At equal parameters ({eq}) vs drop last n: " + "; ".join(parts[0]) + ".")
     last = [r["acc"][2] for r in res["drop last n"]]
     gap = [c - a for c, a in zip(ctrl, last, strict=True)]
     out.append(
@@ -449,6 +470,7 @@ def main() -> None:
     torch.set_num_threads(1)
     t0 = time.time()
     jobs = args.jobs
+    stamp_line = stamp(f"python benchmarks/cut_grow.py --jobs {jobs}")
     with ProcessPoolExecutor(jobs) as pool:
         futures = {w: pool.submit(cut_rows, w) for w in WIDTHS}
         grow, bridge = grow_table(), bridge_table()
@@ -459,6 +481,7 @@ def main() -> None:
     )
     parts = [
         "## Cut and grow (issue 3)\n",
+        stamp_line + "\n",
         f"`benchmarks/cut_grow.py --jobs {jobs}`, torch {torch.__version__}, CPU, 1 thread per "
         f"job.\n",
         "### Cut: criteria vs random vs drop-last-n\n", CUT_PROTOCOL + "\n",

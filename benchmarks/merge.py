@@ -2,8 +2,9 @@
 
 1. Exact folds on resnet50 / mobilenet_v2 (random init, BN statistics from two train-mode passes
    on random images): CPU latency before / after, batch 1 and 16, max output difference.
-2. Near-duplicate neurons: a digits MLP widened with Net2Wider (+1% noise) and fine-tuned;
-   accuracy without fine-tuning after merging vs pruning the same units.
+2. Near-duplicate neurons, no fine-tuning: merge vs removing the merged units uncompensated vs
+   two independent pruners (L2, activation) at the same width per layer, on a digits MLP widened
+   with Net2Wider (planted duplicates) and on a wide MLP trained from scratch.
 3. Block collapse (LaCo, span 2) vs cutting k blocks of a 12-block residual MLP on mnist1d, with
    the same heal budget.
 4. Model merging: fine-tunes of one digits base on class subsets; average / task arithmetic /
@@ -30,9 +31,9 @@ from netsculpt.measure.latency import latency_ms
 from netsculpt.ops.merge import BlockMergeConfig, MergeConfig
 
 try:
-    from benchmarks._results import write_section
+    from benchmarks._results import stamp, write_section
 except ImportError:  # run as a script from the repository root
-    from _results import write_section
+    from _results import stamp, write_section
 
 
 def table(header: list[str], rows: list[list]) -> str:
@@ -124,34 +125,75 @@ def prune_units(model: nn.Module, x: torch.Tensor, units: dict[str, list[int]]) 
     remove_channels(model, graph, plan, x)
 
 
+def _calib(n: int = 4) -> list:
+    return [b for _, b in zip(range(n), make_loader(load_dataset("digits", "train"), 64, True, 5))]
+
+
+def _neuron_rows(label: str, model: nn.Module, test, thresholds) -> list[list]:
+    """Merge near-duplicates at each threshold; then, at the same width per layer: remove the
+    merged units with no compensation (the ablation), and two independent pruners (``ns.prune``
+    with L2, and with activation importance on 4 train batches) choosing their own units."""
+    x = torch.rand(1, 64)
+    calib = _calib()
+    rows = []
+    for t in thresholds:
+        merged = copy.deepcopy(model)
+        rep = ns.merge(merged, x, neurons=True, threshold=t, folds=False)
+        layers = rep.details["neurons"]["layers"]
+        units = {k: list(v["into"]) for k, v in layers.items()}
+        removed = sum(len(v) for v in units.values())
+        cells = [label, f"{t:g}", removed, f"{params(merged):,}", f"{accuracy(merged, test):.3f}"]
+        if not units:
+            rows.append(cells + ["–"] * 3)
+            continue
+        dropped = copy.deepcopy(model)
+        prune_units(dropped, x, units)
+        amounts = {
+            k: len(v) / dict(model.named_modules())[k].out_features for k, v in units.items()
+        }
+        accs = []
+        for kw in ({"importance": "l2"}, {"importance": "activation", "data": calib}):
+            m = copy.deepcopy(model)
+            ns.prune(m, x, amount=amounts, **kw)
+            accs.append(f"{accuracy(m, test):.3f} ({params(m):,})")
+        rows.append(cells + [f"{accuracy(dropped, test):.3f}", *accs])
+    return rows
+
+
 def bench_neurons(quick: bool) -> str:
+    test = make_loader(load_dataset("digits", "test"), 512)
     torch.manual_seed(0)
     model = SeedMLP(64, 10)
     train_quick(model, "digits", epochs=20)
     net2wider(model, 0, 128, noise=0.01, seed=1)
     net2wider(model, 2, 64, noise=0.01, seed=2)
     train_quick(model, "digits", epochs=3, lr=1e-3, seed=3)  # duplicates drift apart
-    test = make_loader(load_dataset("digits", "test"), 512)
-    x = torch.rand(1, 64)
-    base_acc = accuracy(model, test)
-    rows = [["widened (no merge)", "–", 0, f"{params(model):,}", f"{base_acc:.3f}", "–"]]
-    for t in (1e-4, 1e-3, 1e-2, 0.05, 0.2, 0.5):
-        merged = copy.deepcopy(model)
-        rep = ns.merge(merged, x, neurons=True, threshold=t, folds=False)
-        layers = rep.details["neurons"]["layers"]
-        units = {k: list(v["into"]) for k, v in layers.items()}
-        pruned = copy.deepcopy(model)
-        if units:
-            prune_units(pruned, x, units)
-        removed = sum(len(v) for v in units.values())
-        rows.append([
-            "merge vs prune", f"{t:g}", removed, f"{params(merged):,}",
-            f"{accuracy(merged, test):.3f}", f"{accuracy(pruned, test):.3f}",
-        ])  # fmt: skip
-    return table(
-        ["model", "threshold (cos dist)", "units removed", "params", "acc merge", "acc prune"],
-        rows,
+    rows = [["planted: widened (no merge)", "–", 0, f"{params(model):,}",
+             f"{accuracy(model, test):.3f}", "–", "–", "–"]]  # fmt: skip
+    rows += _neuron_rows(
+        "planted: Net2Wider copies", model, test, (1e-4, 1e-3, 1e-2, 0.05, 0.2, 0.5)
     )
+    # not planted: a wide MLP trained from scratch; its near-duplicates are its own
+    torch.manual_seed(0)
+    wide = nn.Sequential(nn.Linear(64, 256), nn.ReLU(), nn.Linear(256, 128), nn.ReLU(),
+                         nn.Linear(128, 10))  # fmt: skip
+    train_quick(wide, "digits", epochs=10 if quick else 20)
+    rows.append(["trained wide (no merge)", "–", 0, f"{params(wide):,}",
+                 f"{accuracy(wide, test):.3f}", "–", "–", "–"])  # fmt: skip
+    rows += _neuron_rows("trained wide", wide, test, (0.3, 0.4, 0.5, 0.6, 0.7))
+    note = (
+        "Accuracy on the digits test split with no fine-tuning. 'drop merged units' removes the "
+        "units merge folded away, with no compensation (an ablation of the merge's weight "
+        "update). The two pruners are independent: `ns.prune` at the same width per layer "
+        "(`amount={layer: removed / width}`) chooses its own units by L2 or by activation "
+        "(4 train batches of 64); their params in brackets. The planted rows are a model widened "
+        "with Net2Wider copies (+1% noise) and fine-tuned 3 epochs, so near-duplicates exist by "
+        "construction; the 'trained wide' rows are a 64-256-128-10 MLP trained from scratch, "
+        "whose similar units are its own."
+    )
+    header = ["model", "threshold (cos dist)", "units removed", "params", "acc merge",
+              "acc drop merged units", "acc L2 prune (params)", "acc activation prune (params)"]  # fmt: skip
+    return note + "\n\n" + table(header, rows)
 
 
 # -- 3. blocks ---------------------------------------------------------------------------------
@@ -288,6 +330,7 @@ def main() -> None:
     torch.set_num_threads(1)
     parts = [
         "## Merge (issue 4)",
+        stamp(f"python benchmarks/merge.py{' --quick' if args.quick else ''}"),
         f"`benchmarks/merge.py{' --quick' if args.quick else ''}`, torch {torch.__version__}, "
         "CPU, 1 thread, on a 2-core machine shared with other jobs: latencies are the best of "
         "interleaved rounds (before / after alternate), still expect ±10% noise.",
