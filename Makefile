@@ -56,9 +56,33 @@ format: $(VENV)/.test
 	$(VENV)/bin/ruff format src tests benchmarks examples
 	$(VENV)/bin/ruff check --fix src tests benchmarks examples
 
-bench: $(VENV)/.bench
+# Every section of benchmarks/RESULTS.md, regenerated from the current commit (see
+# benchmarks/README.md). BENCH_JOBS: processes for the scripts that take --jobs (2 cores here).
+BENCH_JOBS ?= 2
+BENCH_TARGETS := bench-zoo bench-speedup bench-heal bench-cut-grow bench-merge bench-hf \
+	bench-llama7b-meta bench-default-importance bench-optimize
+
+.PHONY: $(BENCH_TARGETS)
+bench: $(BENCH_TARGETS)
+
+bench-zoo: $(VENV)/.bench
 	$(PY) benchmarks/zoo.py
+bench-speedup: $(VENV)/.bench
 	$(PY) benchmarks/speedup.py
+bench-heal: $(VENV)/.bench
+	$(PY) benchmarks/heal_vs_torch_pruning.py
+bench-cut-grow: $(VENV)/.bench
+	$(PY) benchmarks/cut_grow.py --jobs $(BENCH_JOBS)
+bench-merge: $(VENV)/.bench
+	$(PY) benchmarks/merge.py
+bench-hf: $(VENV)/.bench
+	$(PY) benchmarks/hf_llm.py --jobs $(BENCH_JOBS)
+bench-llama7b-meta: $(VENV)/.bench
+	$(PY) benchmarks/llama7b_meta.py
+bench-default-importance: $(VENV)/.bench
+	$(PY) benchmarks/default_importance.py
+bench-optimize: $(VENV)/.bench
+	$(PY) benchmarks/optimize.py
 
 clean:
 	rm -rf $(VENV) $(VENV_TF) build dist src/*.egg-info

@@ -1,8 +1,9 @@
 """LLaMA-7B-shaped config (LlamaConfig defaults) on the meta device: structure graph, groups and
 blocks without materializing weights. Measures wall time and peak RSS of this process.
 
-Run: ``.venv/bin/python benchmarks/llama7b_meta.py`` (prints one Markdown table row; writes
-nothing). ``--layers 2`` keeps the 7B widths with 2 decoder layers instead of 32 (a smoke run).
+Run: ``.venv/bin/python benchmarks/llama7b_meta.py`` (prints the table and writes the
+``llama7b-meta`` section of ``benchmarks/RESULTS.md``). ``--layers 2`` keeps the 7B widths with 2
+decoder layers instead of 32 (a smoke run); ``--no-write`` prints only.
 """
 
 from __future__ import annotations
@@ -14,6 +15,11 @@ import warnings
 
 import torch
 
+try:
+    from benchmarks._results import stamp, write_section
+except ImportError:  # run as a script from the repository root
+    from _results import stamp, write_section
+
 
 def main() -> None:
     ap = argparse.ArgumentParser(
@@ -21,6 +27,7 @@ def main() -> None:
     )
     ap.add_argument("--layers", type=int, default=None,
                     help="decoder layers (default: LlamaConfig's 32)")  # fmt: skip
+    ap.add_argument("--no-write", action="store_true", help="print only, leave RESULTS.md")
     args = ap.parse_args()
     warnings.filterwarnings("ignore")
     torch.set_num_threads(1)
@@ -44,16 +51,30 @@ def main() -> None:
     rss_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
     groups = graph.prunable_groups()
     heads = sum(g.kind == "head" for g in groups)
-    print(
-        "| params | build model | graph + groups | blocks | total | peak RSS | prunable groups "
-        "(head / channel) | blocks (removable) |"
+    command = "python benchmarks/llama7b_meta.py" + (
+        f" --layers {args.layers}" if args.layers is not None else ""
     )
-    print("|---|---|---|---|---|---|---|---|")
-    print(
+    lines = [
+        "## LLaMA-7B-shaped config on the meta device",
+        "",
+        stamp(command),
+        "",
+        f"`LlamaConfig()` defaults ({cfg.num_hidden_layers} decoder layers, hidden "
+        f"{cfg.hidden_size}, MLP {cfg.intermediate_size}), built on the meta device, 16 tokens, "
+        "1 thread, one run: the structure graph, channel / head groups and blocks without "
+        "materializing a weight. Peak RSS of the whole process.",
+        "",
+        "| params | build model | graph + groups | blocks | total | peak RSS | prunable groups "
+        "(head / channel) | blocks (removable) |",
+        "|---|---|---|---|---|---|---|---|",
         f"| {params / 1e9:.2f} B | {t1 - t0:.1f} s | {t2 - t1:.1f} s | {t3 - t2:.1f} s | "
         f"{t3 - t0:.1f} s | {rss_gb:.2f} GB | {len(groups)} ({heads} / {len(groups) - heads}) | "
-        f"{len(blocks)} ({sum(b.removable for b in blocks)}) |"
-    )
+        f"{len(blocks)} ({sum(b.removable for b in blocks)}) |",
+    ]
+    text = "\n".join(lines)
+    print(text)
+    if not args.no_write:
+        write_section("llama7b-meta", text)
 
 
 if __name__ == "__main__":
