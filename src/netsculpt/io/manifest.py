@@ -22,6 +22,7 @@ from typing import Any
 from torch import nn
 
 from netsculpt.errors import InputError
+from netsculpt.surgery.attrs import read_only
 from netsculpt.utils import qualified_name
 
 FORMAT = "netsculpt/1"
@@ -79,6 +80,8 @@ def structural_attrs(module: nn.Module) -> dict[str, Any]:
     names = STRUCTURAL_ATTRS + tuple(getattr(module, "_netsculpt_attrs", ()))
     out = {}
     for name in names:
+        if read_only(module, name):
+            continue  # derived from other attributes (recorded on their own modules)
         if name in module.__dict__ or hasattr(type(module), name):
             value = getattr(module, name, None)
             if _jsonable(value) and not callable(value):

@@ -25,6 +25,7 @@ from netsculpt.io.manifest import (
     set_submodule,
     structural_attrs,
 )
+from netsculpt.surgery.attrs import read_only
 from netsculpt.utils import qualified_name, unique_state_dict
 
 WEIGHTS = "model.safetensors"
@@ -205,6 +206,8 @@ def _set_attrs(model: nn.Module, attrs: dict[str, dict[str, Any]], where: Path) 
                 f"load: {where}: attrs of '{path}': no such submodule in {type(model).__name__}"
             ) from exc
         for name, value in values.items():
+            if read_only(module, name):
+                continue  # a derived value (saved by an older version): follows its sources
             current = getattr(module, name, None)
             if isinstance(value, list) and isinstance(current, (tuple, list)):
                 value = type(current)(value)

@@ -58,10 +58,27 @@ class Snapshot:
                 masks[name] = value
 
 
+def read_only(obj: Any, name: str) -> bool:
+    """True when ``name`` is a property without a setter on ``obj``'s class: a value derived
+    from other attributes (timm's ``ConvNormAct.in_channels`` reads ``conv.in_channels``), so it
+    follows them and is never set itself.
+
+    >>> class A:
+    ...     width = property(lambda self: 3)
+    >>> read_only(A(), "width"), read_only(A(), "depth")
+    (True, False)
+    """
+    for klass in type(obj).__mro__:
+        if name in vars(klass):
+            attr = vars(klass)[name]
+            return isinstance(attr, property) and attr.fset is None
+    return False
+
+
 def _set(snap: Snapshot, mod: nn.Module, **values) -> None:
     snap.save_attrs(mod)
     for k, v in values.items():
-        if hasattr(mod, k):
+        if hasattr(mod, k) and not read_only(mod, k):
             mod.__dict__[k] = v
 
 
