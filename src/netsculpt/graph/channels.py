@@ -9,6 +9,7 @@ channel goes. The graph only reads the model; :mod:`netsculpt.surgery` edits it.
 from __future__ import annotations
 
 import fnmatch
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,9 +17,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from netsculpt.errors import UnsupportedOpError
+from netsculpt.errors import NetsculptError, UnsupportedOpError
 from netsculpt.graph import rules as R
 from netsculpt.graph.capture import Captured, capture
+from netsculpt.graph.inline import walk_graph
 from netsculpt.graph.layout import Atoms, Incompatible
 
 
@@ -80,6 +82,8 @@ class StructureGraph:
     conv_groups: dict[str, tuple]  # conv module path -> layout of its groups dim
     conv_inputs: dict[str, tuple]  # conv module path -> layout of its input channel dim
     shape_attrs: list[tuple[str, str, list]] = field(default_factory=list)  # (module, attr, dims)
+    # (module, attribute, layout, bound): an int attribute used as a slice bound of a channel dim
+    bound_attrs: list[tuple[str, str, tuple, int]] = field(default_factory=list)
     _class_group: dict[int, Group] = field(default_factory=dict)
 
     # -- lookups -------------------------------------------------------------------------------
@@ -105,6 +109,10 @@ class StructureGraph:
 
     def kept_size(self, layout: tuple, plan: dict[int, np.ndarray]) -> int:
         return self.atoms.layout_size(layout) - len(self.removed_positions(layout, plan))
+
+    def kept_before(self, layout: tuple, bound: int, plan: dict[int, np.ndarray]) -> int:
+        """How many of the first ``bound`` positions of a dim with ``layout`` ``plan`` keeps."""
+        return bound - int((self.removed_positions(layout, plan) < bound).sum())
 
     def _node_dims(self, name: str, index: int = -1) -> list:
         lays = self.layouts.get(name)
@@ -155,6 +163,7 @@ class Tracer:
 
     def __init__(self, cap: Captured, ignore: list[str]):
         self.cap = cap
+        self.graph = walk_graph(cap.program.graph_module)  # mode-only regions inlined
         self.atoms = Atoms()
         self.layouts: dict[str, Any] = {}
         self.roles: dict[tuple[str, int], str] = {}
@@ -163,6 +172,7 @@ class Tracer:
         self.conv_inputs: dict[str, tuple] = {}
         self.splits: list[list[tuple]] = []
         self.shape_attrs: list[tuple[str, str, list]] = []
+        self.bounds: list[tuple[str, tuple, int]] = []  # (module, layout, slice bound)
         self.ignore = ignore
         self._node = None
 
@@ -260,6 +270,8 @@ class Tracer:
         n = self.atoms.layout_size(layout)
         if start == 0 and end == n:
             return layout
+        if end <= start:  # an empty piece (Phi-3's pass-through part of a full rotary)
+            return ()
         pieces = [self.atoms.new(s) for s in (start, end - start, n - end) if s > 0]
         try:
             self.atoms.unify(layout, tuple(pieces))
@@ -302,6 +314,12 @@ class Tracer:
     def record_attr(self, node, attr: str, layouts: list) -> None:
         self.shape_attrs.append((self.path(node), attr, layouts))
 
+    def record_bound(self, node, layout, bound: int) -> None:
+        """A constant slice bound on a channel dim: an int attribute of the calling module equal
+        to it is a width that must follow the channels (``x[:, : self.in_channels]``)."""
+        if 0 < bound < self.atoms.layout_size(layout):
+            self.bounds.append((self.path(node), layout, int(bound)))
+
     def record_conv(self, node, in_layout, g_layout) -> None:
         self.conv_inputs[self.path(node)] = in_layout
         if g_layout is not None:
@@ -317,7 +335,7 @@ class Tracer:
 
     # -- the walk ------------------------------------------------------------------------------
     def run(self) -> None:
-        for node in self.cap.graph.nodes:
+        for node in self.graph.nodes:
             self._node = node
             if node.op == "placeholder":
                 self._placeholder(node)
@@ -362,6 +380,15 @@ class Tracer:
             for a in self.tensor_args(node):
                 self.protect_node(a, f"data-dependent shape at {name} in '{self.path(node)}'")
             out = None
+        except NetsculptError:
+            raise
+        except Exception as e:  # a rule that cannot follow this use: its channels stay whole
+            why = str(e).strip().splitlines()[0][:120] if str(e).strip() else ""
+            out = self.opaque(
+                node,
+                f"the {name} rule could not follow channels in '{self.path(node)}' "
+                f"({type(e).__name__}{': ' + why if why else ''})",
+            )
         if out is not None:
             self.layouts[node.name] = out
 
@@ -473,7 +500,7 @@ def build_graph(
 def _finish(model: nn.Module, tr: Tracer, patterns: list[str]) -> StructureGraph:
     atoms, cap = tr.atoms, tr.cap
     tensor_layouts: dict[str, list] = {}
-    for node in cap.graph.nodes:
+    for node in tr.graph.nodes:
         if node.op == "placeholder" and node.name in cap.tensor_of_input:
             lays = tr.layouts.get(node.name)
             if lays is not None:
@@ -487,7 +514,7 @@ def _finish(model: nn.Module, tr: Tracer, patterns: list[str]) -> StructureGraph
                     atoms.protect(lay, f"ignored module '{mod}'")
     # classes seen in activations (data flows through them)
     observed: set[int] = set()
-    for node in cap.graph.nodes:
+    for node in tr.graph.nodes:
         if node.op == "call_function":
             for lay in _flat_layouts(tr.layouts.get(node.name)):
                 observed.update(atoms.leaves(lay))
@@ -548,5 +575,21 @@ def _finish(model: nn.Module, tr: Tracer, patterns: list[str]) -> StructureGraph
         conv_groups=tr.conv_groups,
         conv_inputs=tr.conv_inputs,
         shape_attrs=tr.shape_attrs,
+        bound_attrs=_bound_attrs(model, tr.bounds),
         _class_group=class_group,
     )
+
+
+# int attributes that may hold a width used to slice channels
+_WIDTH_NAME = re.compile(r"chan|chs|dim|feat|width|split|planes|hidden")
+
+
+def _bound_attrs(model: nn.Module, bounds: list) -> list:
+    modules = dict(model.named_modules())
+    out = []
+    for path, layout, bound in bounds:
+        mod = modules.get(path)
+        for attr, value in vars(mod).items() if mod is not None else ():
+            if type(value) is int and value == bound and _WIDTH_NAME.search(attr):
+                out.append((path, attr, layout, bound))
+    return out

@@ -93,8 +93,15 @@ def fix_attributes(model: nn.Module, graph, plan, changed: set[str], snap: Snaps
         mod = modules.get(path)
         if mod is not None and hasattr(mod, attr):
             _set(snap, mod, **{attr: tuple(graph.kept_size(lay, plan) for lay in lays)})
+    for path, attr, lay, bound in getattr(graph, "bound_attrs", []):
+        mod = modules.get(path)
+        if mod is not None and mod.__dict__.get(attr) == bound:
+            _set(snap, mod, **{attr: graph.kept_before(lay, bound, plan)})
     _fix_heads(modules, graph, plan, snap)
     _fix_known_models(model, modules, snap)
+    from netsculpt.surgery.timm_modules import fix_derived_widths
+
+    fix_derived_widths(modules, snap)
     from netsculpt.surgery.hf import fix_hf_modules
 
     fix_hf_modules(model, snap)  # Hugging Face width attributes and config
