@@ -187,6 +187,7 @@ def load(directory: str | os.PathLike, model: nn.Module | None = None) -> nn.Mod
     _set_config(model, manifest.get("config"))
     _tie(model, manifest.get("aliases", {}), weights)
     _load_tensors(model, tensors, manifest, weights)
+    _refresh_recurrent(model)
     model._netsculpt_edits = list(manifest.get("modules", []))
     if manifest.get("source") == "hf":
         from netsculpt.hf.io import after_load
@@ -195,6 +196,14 @@ def load(directory: str | os.PathLike, model: nn.Module | None = None) -> nn.Mod
     if manifest.get("source"):
         model._netsculpt_source = manifest["source"]
     return model
+
+
+def _refresh_recurrent(model: nn.Module) -> None:
+    """nn.LSTM / GRU / RNN run from ``_flat_weights``: point it at the replaced parameters."""
+    from netsculpt.surgery.rnn import refresh
+
+    for module in model.modules():
+        refresh(module)
 
 
 def _set_attrs(model: nn.Module, attrs: dict[str, dict[str, Any]], where: Path) -> None:

@@ -43,8 +43,11 @@ class Snapshot:
             self._masks[name] = (masks, masks.get(name))
 
     def restore(self) -> None:
+        from netsculpt.surgery.rnn import refresh
+
         for mod, attr, is_param, value in self._tensors.values():
             (mod._parameters if is_param else mod._buffers)[attr] = value
+            refresh(mod)  # recurrent modules run from a list of their parameters
         for mod, cls, plain in self._attrs.values():
             mod.__class__ = cls
             for k, v in plain.items():
@@ -133,6 +136,10 @@ def _fix_module(model, path: str, mod: nn.Module, graph, plan, snap: Snapshot) -
         _set(snap, mod, num_embeddings=w.shape[0], embedding_dim=w.shape[1])
     elif isinstance(mod, nn.MultiheadAttention):
         _fix_mha(model, path, mod, snap)
+    elif isinstance(mod, (nn.RNNBase, nn.RNNCellBase)):
+        from netsculpt.surgery.rnn import fix_recurrent
+
+        fix_recurrent(mod, lambda m, **v: _set(snap, m, **v))
 
 
 def _fix_mha(model, path: str, mod: nn.MultiheadAttention, snap: Snapshot) -> None:

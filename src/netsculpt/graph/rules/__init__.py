@@ -20,6 +20,7 @@ from netsculpt.graph.rules import (  # noqa: F401
     linear,
     norms,
     reductions,
+    rnn,
     shape,
 )
 from netsculpt.graph.rules._base import ELEMENTWISE, RULES, aten_name_pattern, op_name, rule
