@@ -21,13 +21,12 @@ from typing import Any
 from torch import nn
 
 from netsculpt.surgery.hf import (
-    K_NAMES,
+    GATE_UP_NAMES,
     MLP_IN_NAMES,
-    Q_NAMES,
-    child,
     head_dim_of,
     in_width,
     out_width,
+    qk_widths,
 )
 
 # config fields by meaning; GPT-2 names come through the config's attribute_map
@@ -58,9 +57,7 @@ def transformer_layers(model: nn.Module) -> tuple[str, nn.ModuleList] | None:
 
 def _attention(layer: nn.Module) -> nn.Module | None:
     for mod in layer.modules():
-        if head_dim_of(mod) is not None and (
-            child(mod, Q_NAMES) is not None or getattr(mod, "c_attn", None) is not None
-        ):
+        if head_dim_of(mod) is not None and qk_widths(mod)[0] is not None:
             return mod
     return None
 
@@ -68,7 +65,7 @@ def _attention(layer: nn.Module) -> nn.Module | None:
 def _mlp_in(layer: nn.Module) -> nn.Module | None:
     for name, mod in layer.named_modules():
         leaf = name.rsplit(".", 1)[-1]
-        if leaf in MLP_IN_NAMES:
+        if leaf in MLP_IN_NAMES or leaf in GATE_UP_NAMES:
             return mod
         if name.endswith("intermediate.dense"):  # BERT
             return mod
@@ -82,18 +79,18 @@ def layer_widths(model: nn.Module) -> dict[str, Any]:
     for layer in found[1] if found else []:
         attn = _attention(layer)
         hd = head_dim_of(attn)
-        c_attn = getattr(attn, "c_attn", None)
-        if c_attn is not None:
-            q_out = k_out = out_width(c_attn) // 3
-        else:
-            q_out, k_out = out_width(child(attn, Q_NAMES)), out_width(child(attn, K_NAMES))
+        q_out, k_out = qk_widths(attn)
         up = _mlp_in(layer)
+        inter = out_width(up) if up is not None else None
+        if inter is not None and any(n.endswith(GATE_UP_NAMES) for n, m in
+                                     layer.named_modules() if m is up):  # fmt: skip
+            inter //= 2  # [gate | up]
         rows.append(
             {
                 "heads": q_out // hd,
                 "kv_heads": (k_out or q_out) // hd,
                 "head_dim": hd,
-                "intermediate": out_width(up) if up is not None else None,
+                "intermediate": inter,
             }
         )
     return {"hidden": hidden_width(model), "layers": rows}

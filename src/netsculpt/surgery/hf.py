@@ -24,6 +24,10 @@ Q_NAMES = ("q_proj", "query", "q_lin", "q")
 K_NAMES = ("k_proj", "key", "k_lin", "k")
 # the first MLP projection (its output count is the intermediate size)
 MLP_IN_NAMES = ("up_proj", "gate_proj", "fc1", "c_fc", "w1", "dense_h_to_4h", "lin1")
+# fused projections laid out as [q | k | v] (k and v: num_key_value_groups-th of q each) and as
+# [gate | up] (Phi-3)
+QKV_NAMES = ("qkv_proj",)
+GATE_UP_NAMES = ("gate_up_proj",)
 
 
 def out_width(mod: nn.Module | None) -> int | None:
@@ -68,6 +72,24 @@ def head_dim_of(attn: nn.Module) -> int | None:
     return None
 
 
+def qk_widths(attn: nn.Module) -> tuple[int | None, int | None]:
+    """Output widths of the queries and of the keys of an attention module: separate q / k
+    projections, GPT-2's ``c_attn`` (q, k, v of equal width), or a fused ``qkv_proj`` laid out
+    ``[q | k | v]`` with ``num_key_value_groups`` query heads per KV head (Phi-3)."""
+    hd = head_dim_of(attn)
+    c_attn = getattr(attn, "c_attn", None)
+    if c_attn is not None and out_width(c_attn) is not None:
+        return out_width(c_attn) // 3, out_width(c_attn) // 3
+    q = child(attn, Q_NAMES)
+    if q is not None:
+        return out_width(q), out_width(child(attn, K_NAMES))
+    qkv, groups = child(attn, QKV_NAMES), getattr(attn, "num_key_value_groups", None)
+    if qkv is None or hd is None or type(groups) is not int or out_width(qkv) is None:
+        return None, None
+    kv = out_width(qkv) // (hd * (groups + 2))
+    return kv * groups * hd, kv * hd
+
+
 def _set(snap, mod: nn.Module, **values: Any) -> None:
     snap.save_attrs(mod)
     names = list(getattr(mod, "_netsculpt_attrs", ()))
@@ -102,17 +124,17 @@ def _fix_attention(attn: nn.Module, snap) -> None:
         _set(snap, attn, split_size=split, num_heads=split // hd, embed_dim=in_width(c_attn),
              **_kept_as_built(attn))  # fmt: skip
         return
-    q, k = child(attn, Q_NAMES), child(attn, K_NAMES)
-    if q is None:
+    q_out, k_out = qk_widths(attn)
+    if q_out is None:
         return
-    heads, values = out_width(q) // hd, _kept_as_built(attn)
+    heads, values = q_out // hd, _kept_as_built(attn)
     for name in ("num_heads", "num_attention_heads", "n_heads"):
         if isinstance(getattr(attn, name, None), int):
             values[name] = heads
     if isinstance(getattr(attn, "all_head_size", None), int):
-        values["all_head_size"] = out_width(q)
-    if k is not None and out_width(k) is not None:
-        kv = out_width(k) // hd
+        values["all_head_size"] = q_out
+    if k_out is not None:
+        kv = k_out // hd
         if isinstance(getattr(attn, "num_key_value_heads", None), int):
             values["num_key_value_heads"] = kv
         if isinstance(getattr(attn, "num_key_value_groups", None), int) and kv:
