@@ -20,6 +20,7 @@ from netsculpt.errors import VerificationError
 from netsculpt.graph.capture import run_model
 from netsculpt.graph.channels import StructureGraph
 from netsculpt.surgery.attrs import Snapshot, fix_attributes
+from netsculpt.surgery.locate import fixed_width_at
 
 Plan = dict[int, Any]
 
@@ -249,19 +250,20 @@ def find_breaking_groups(
         pass
     bad: dict[int, str] = {}
 
-    def trial(gids: list[int]) -> str | None:
+    def trial(gids: list[int]) -> VerificationError | None:
         try:
             remove_channels(target, graph, {g: plan[g] for g in gids}, inputs).undo()
             return None
         except VerificationError as e:
-            return str(e)
+            return e
 
     def search(gids: list[int]) -> None:
-        msg = trial(gids)
-        if msg is None:
+        err = trial(gids)
+        if err is None:
             return
         if len(gids) == 1:
-            bad[gids[0]] = msg
+            at = fixed_width_at(graph, gids[0], err)
+            bad[gids[0]] = str(err) + (f"; the width is fixed by {at}" if at else "")
             return
         half = len(gids) // 2
         n_before = len(bad)
