@@ -127,3 +127,44 @@ def test_a_rule_that_fails_protects_instead_of_crashing(monkeypatch):
         g for g in graph.groups if any(m.tensor == "a.weight" and m.dim == 0 for m in g.members)
     ]
     assert not g.prunable and "relu rule could not follow" in g.reason and "IndexError" in g.reason
+
+
+class Windows(nn.Module):
+    """nn.Unfold (im2col: channel c is the block c·9 … c·9 + 8), Tensor.unfold, meshgrid."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.lin, self.head = nn.Conv2d(3, 4, 1), nn.Linear(4 * 9, 6), nn.Linear(6, 2)
+
+    def forward(self, x):
+        h = self.a(x)
+        cols = F.unfold(h, 3, padding=1)  # (N, 36, L)
+        gy, gx = torch.meshgrid(torch.arange(8), torch.arange(8), indexing="ij")
+        y = self.lin(cols.transpose(1, 2)) + (gy + gx).flatten().float()[:, None]
+        return self.head(y.mean(1)) + h.unfold(2, 2, 2).mean()
+
+
+class Fold(nn.Module):
+    """nn.Fold (col2im): 16 = 4 channels × 2·2 kernel positions."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b, self.head = nn.Conv2d(3, 16, 1), nn.Conv2d(4, 8, 1), nn.Linear(8, 2)
+
+    def forward(self, x):
+        img = F.fold(self.a(x).flatten(2), (16, 16), 2, stride=2)
+        return self.head(self.b(img).mean((2, 3)))
+
+
+def test_unfold_fold_and_meshgrid(tmp_path):
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 8, 8)
+    model = Windows().eval()
+    ns.prune(model, x, amount=0.5)
+    assert model.a.out_channels == 2 and model.lin.in_features == 18
+    model = Fold().eval()
+    ns.prune(model, x, amount=0.5)
+    assert model.a.out_channels == 8 and model.b.in_channels == 2
+    y = model(x)
+    ns.save(model, tmp_path / "m")
+    assert torch.allclose(ns.load(tmp_path / "m", model=Fold()).eval()(x), y, atol=1e-6)

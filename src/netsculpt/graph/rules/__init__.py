@@ -22,6 +22,7 @@ from netsculpt.graph.rules import (  # noqa: F401
     reductions,
     rnn,
     shape,
+    windows,
 )
 from netsculpt.graph.rules._base import ELEMENTWISE, RULES, aten_name_pattern, op_name, rule
 from netsculpt.graph.rules.factories import FACTORIES
