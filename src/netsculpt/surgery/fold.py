@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import math
+from collections import OrderedDict
 
 import torch
 from torch import nn
@@ -41,6 +42,31 @@ def bn_scale_shift(bn: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
     if bn.bias is not None:
         t = t + bn.bias.detach().double()
     return s, t
+
+
+def bn_remainder(bn: nn.Module) -> nn.Module:
+    """What stays in place of a BatchNorm folded into its neighbour: ``Identity`` for a plain
+    BatchNorm; for a BatchNorm with its activation inside (timm's ``BatchNormAct2d`` computes
+    ``act(drop(bn(x)))``) the drop and activation it applies after normalizing, the very modules
+    (so the manifest records them as references and ``ns.load`` rebuilds them).
+
+    Raise ``ValueError`` for another BatchNorm subclass with a forward of its own: what it does
+    after normalizing is unknown, so folding it would not be exact.
+
+    >>> type(bn_remainder(nn.BatchNorm2d(4))).__name__
+    'Identity'
+    """
+    cls = type(bn)
+    if cls.forward is nn.modules.batchnorm._BatchNorm.forward:
+        return nn.Identity()
+    tail = [(n, getattr(bn, n, None)) for n in ("drop", "act")]
+    if not all(isinstance(m, nn.Module) for _, m in tail):
+        raise ValueError(
+            f"{cls.__name__} overrides BatchNorm.forward; only a norm + drop + act "
+            "(timm's BatchNormAct2d) folds exactly"
+        )
+    tail = [(n, m) for n, m in tail if not isinstance(m, nn.Identity)]
+    return nn.Sequential(OrderedDict(tail)) if tail else nn.Identity()
 
 
 def _set_params(layer: nn.Module, weight: torch.Tensor, bias: torch.Tensor | None) -> nn.Module:
