@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from netsculpt.cli._common import add_model_argument, check_output, write_report
-from netsculpt.errors import InputError
+from netsculpt.cli._common import add_model_argument, check_output, number, write_report
+from netsculpt.core.errors import InputError
 
 NAME = "merge"
 HELP = (
@@ -21,8 +21,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--neurons", action="store_true", help="merge near-duplicate neurons")
     parser.add_argument("--blocks", action="store_true", help="collapse similar adjacent blocks")
     parser.add_argument(
+        "--seed", type=int, default=0, help="seed of every random choice (default 0)"
+    )
+    parser.add_argument(
         "--threshold",
-        type=float,
+        type=number,
         help="--neurons: cosine distance (default 0.01); --blocks: output similarity to keep "
         "(default 0.9)",
     )
@@ -34,10 +37,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from netsculpt.data import load_dataset, resolve_model
-    from netsculpt.io import save
-    from netsculpt.ops.merge import merge
+    import netsculpt as ns
+    from netsculpt.data import load_dataset
+    from netsculpt.io import resolve_model, save
 
+    check_output(args.output)
     check_output(args.report, suffixes=(".json", ".html"))
     model, example_inputs, source = resolve_model(args.model)
     if example_inputs is None:
@@ -45,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
             f"{args.model}: no example inputs known for this model; use the Python API"
         )
     data = load_dataset(args.data, "val") if args.data else None
-    report = merge(
+    report = ns.merge(
         model,
         example_inputs,
         neurons=args.neurons,
@@ -53,6 +57,7 @@ def run(args: argparse.Namespace) -> int:
         threshold=args.threshold,
         data=data,
         folds=not args.no_folds,
+        seed=args.seed,
     )
     print(report)
     save(model, args.output, source=source)

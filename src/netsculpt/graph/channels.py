@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from netsculpt.errors import NetsculptError, UnsupportedOpError
+from netsculpt.core.errors import NetsculptError, UnsupportedOpError
 from netsculpt.graph import rules as R
 from netsculpt.graph.capture import Captured, capture
 from netsculpt.graph.groups import finish
@@ -29,6 +29,7 @@ from netsculpt.graph.structure import (  # noqa: F401
     StructureGraph,
     _flat_layouts,
     _flat_nodes,
+    group_anchor,
 )
 
 

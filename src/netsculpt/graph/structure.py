@@ -55,6 +55,16 @@ class Group:
         return f"{self.kind} group {self.id}: {self.size} × [{head}]"
 
 
+def group_anchor(group: Group) -> list:
+    """``[tensor, dim, first position of channel 0, of channel 1]`` of the group's first
+    producing parameter member: names the group in any capture of the same architecture (the
+    ``anchor`` of a plan's channel actions)."""
+    members = [m for m in group.members if m.kind == "param"] or list(group.members)
+    m = next((m for m in members if m.role == "out"), members[0])
+    p0, p1 = (np.nonzero(m.index_map == c)[0] for c in (0, 1))
+    return [m.tensor, m.dim, int(p0[0]) if len(p0) else -1, int(p1[0]) if len(p1) else -1]
+
+
 @dataclass
 class MacTerm:
     const: int

@@ -10,9 +10,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from netsculpt.errors import InputError
-from netsculpt.io.saving import MANIFEST, load
-from netsculpt.utils import eval_mode, normalize_inputs
+from netsculpt.core.errors import InputError, UnsafeFileError
+from netsculpt.core.utils import eval_mode, normalize_inputs
+from netsculpt.io.loading import load
+from netsculpt.io.outputs import MANIFEST
 
 
 def load_model_file(path: str | os.PathLike, *, arch: str | None = None) -> nn.Module:
@@ -34,10 +35,13 @@ def load_model_file(path: str | os.PathLike, *, arch: str | None = None) -> nn.M
     if not p.is_file():
         raise InputError(f"{p}: no such file or folder")
     if p.suffix == ".pt2":
+        from netsculpt.io.program import load_program
+
+        program = load_program(p)  # refuses pickles that could run code
         try:
-            return torch.export.load(str(p)).module()
-        except Exception as exc:
-            raise InputError(f"{p}: not a torch.export program ({type(exc).__name__})") from exc
+            return program.module()
+        except Exception as exc:  # noqa: BLE001
+            raise InputError(f"{p}: cannot rebuild the module ({type(exc).__name__})") from exc
     if p.suffix == ".safetensors":
         from safetensors.torch import load_file
 
@@ -51,7 +55,7 @@ def load_model_file(path: str | os.PathLike, *, arch: str | None = None) -> nn.M
             f"{p} is a state dict (weights without an architecture); pass --arch NAME "
             "(e.g. resnet18, digits-mlp) to say which model it belongs to"
         )
-    from netsculpt.data import resolve_model
+    from netsculpt.io import resolve_model
 
     model, _, _ = resolve_model(arch)
     try:
@@ -63,19 +67,41 @@ def load_model_file(path: str | os.PathLike, *, arch: str | None = None) -> nn.M
     return model
 
 
+_PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
+
+
 def _load_hf_folder(p: Path) -> nn.Module:
-    """A local Hugging Face model folder (``save_pretrained`` output); never touches the hub."""
+    """A local Hugging Face model folder (``save_pretrained`` output); never touches the hub
+    and only ever reads safetensors weights (a pickled ``pytorch_model.bin`` is refused)."""
     import json
 
+    if not any(f.name.endswith((".safetensors", ".safetensors.index.json")) for f in p.iterdir()):
+        pickles = sorted(f for f in p.iterdir() if f.suffix in _PICKLE_SUFFIXES)
+        if pickles:
+            raise UnsafeFileError(
+                f"{pickles[0]}: Hugging Face weights as a pickle, which can run code on load; "
+                "netsculpt reads only safetensors: re-save the model with "
+                "save_pretrained(folder, safe_serialization=True) to get model.safetensors"
+            )
+        raise InputError(f"{p}: Hugging Face folder without model.safetensors weights")
+    try:
+        config = json.loads((p / "config.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{p / 'config.json'}: not a readable JSON config ({exc})") from exc
+    archs = config.get("architectures") if isinstance(config, dict) else None
     import transformers
 
-    archs = json.loads((p / "config.json").read_text()).get("architectures") or []
-    cls = getattr(transformers, archs[0], None) if archs else None
-    cls = cls or transformers.AutoModel
+    name = archs[0] if isinstance(archs, list) and archs and isinstance(archs[0], str) else ""
+    cls = getattr(transformers, name, None) if name.isidentifier() else None
+    if not (isinstance(cls, type) and issubclass(cls, transformers.PreTrainedModel)):
+        cls = transformers.AutoModel
     try:
-        return cls.from_pretrained(str(p), local_files_only=True)
-    except (OSError, ValueError) as exc:
-        raise InputError(f"{p}: not a loadable Hugging Face model folder ({exc})") from exc
+        return cls.from_pretrained(
+            str(p), local_files_only=True, use_safetensors=True, trust_remote_code=False
+        )
+    except Exception as exc:  # noqa: BLE001 - transformers raises many types on bad folders
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise InputError(f"{p}: not a loadable Hugging Face model folder ({first})") from exc
 
 
 def _safe_torch_load(p: Path) -> Any:

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from netsculpt.report.console import COLUMNS, HEADERS, change
 from netsculpt.report.core import jsonable, width_of
+from netsculpt.report.trace_plot import plot_trace
 
 if TYPE_CHECKING:
     from netsculpt.report.core import Report
@@ -167,7 +168,7 @@ def _plots(rep: Report) -> list[str]:
         import matplotlib  # noqa: F401
     except ImportError:
         return ['<p class="note">Plots need matplotlib (pip install netsculpt[report]).</p>']
-    out = [plot_widths(rep), plot_metric_vs_cost(rep)]
+    out = [plot_widths(rep), plot_metric_vs_cost(rep), plot_trace(rep)]
     for i, step in enumerate(rep.steps or [rep]):
         scores = step.details.get("scores") if isinstance(step.details, dict) else None
         if isinstance(scores, dict) and scores:

@@ -9,44 +9,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from netsculpt.data.models import BUILTINS, build_builtin
-from netsculpt.errors import InputError
-
-
-def _torchvision_names() -> list[str]:
-    import torchvision
-
-    return list(torchvision.models.list_models(module=torchvision.models))
-
-
-def torchvision_model(name: str) -> nn.Module:
-    """A random-init torchvision model; inception_v3 without the aux head (plain tensor output)."""
-    import torchvision
-
-    kwargs = {"aux_logits": False, "init_weights": False} if name == "inception_v3" else {}
-    try:
-        return torchvision.models.get_model(name, weights=None, **kwargs)
-    except ValueError as exc:
-        raise InputError(f"unknown torchvision model {name!r}") from exc
-
-
-def _image_input(name: str) -> torch.Tensor:
-    size = 299 if name == "inception_v3" else 224
-    return torch.randn(1, 3, size, size)
-
-
-def example_inputs_for(source: str | None) -> Any:
-    """Example inputs for a recorded source (``builtin:NAME`` / ``torchvision:NAME``), else None.
-
-    >>> example_inputs_for("builtin:digits-mlp").shape
-    torch.Size([1, 64])
-    """
-    kind, _, name = (source or "").partition(":")
-    if kind == "builtin" and name in BUILTINS:
-        return BUILTINS[name][1]()
-    if kind == "torchvision":
-        return _image_input(name)
-    return None
+from netsculpt.core.errors import InputError
+from netsculpt.data.models import BUILTINS, build_builtin, builtin_example
+from netsculpt.data.names import (
+    example_inputs_for,
+    image_input,
+    torchvision_model,
+    torchvision_names,
+)
 
 
 def resolve_model(name_or_path: str) -> tuple[nn.Module, Any, str | None]:
@@ -61,16 +31,21 @@ def resolve_model(name_or_path: str) -> tuple[nn.Module, Any, str | None]:
     """
     name = str(name_or_path)
     if name in BUILTINS:
-        return build_builtin(name), BUILTINS[name][1](), f"builtin:{name}"
+        return build_builtin(name), builtin_example(name), f"builtin:{name}"
     path = Path(name)
     if path.exists():
         return _from_path(path)
-    tv_names = _torchvision_names()
+    from netsculpt.io.outputs import interrupted_message
+
+    left = interrupted_message(path)  # a save folder whose save was killed mid-swap
+    if left:
+        raise InputError(left)
+    tv_names = torchvision_names()
     if name in tv_names:
         model = torchvision_model(name)
         source = f"torchvision:{name}"
         model._netsculpt_source = source
-        return model, _image_input(name), source
+        return model, image_input(name), source
     close = difflib.get_close_matches(name, list(BUILTINS) + tv_names, n=4, cutoff=0.5)
     hint = f"; close matches: {', '.join(close)}" if close else ""
     raise InputError(
@@ -91,16 +66,15 @@ def _from_path(path: Path) -> tuple[nn.Module, Any, str | None]:
     example = example_inputs_for(source)
     vocab = getattr(getattr(model, "config", None), "vocab_size", None)
     if example is None and isinstance(vocab, int):  # a Hugging Face text model
-        example = {"input_ids": torch.randint(0, vocab, (1, 16), generator=_seeded())}
+        from netsculpt.hf.io import example_inputs
+
+        example = example_inputs(model)  # the shape the shard path measures MACs on
+    if source is None and (path / "config.json").is_file() and hasattr(model, "config"):
+        source = "hf"  # a Hugging Face folder: the CLI applies the HF prune defaults
     return model, example, source
 
 
-def _seeded() -> torch.Generator:
-    return torch.Generator().manual_seed(0)
-
-
 def _load_program(path: Path) -> torch.export.ExportedProgram:
-    try:
-        return torch.export.load(str(path))
-    except Exception as exc:
-        raise InputError(f"{path}: not a torch.export program ({type(exc).__name__})") from exc
+    from netsculpt.io.program import load_program
+
+    return load_program(path)  # never runs the pickles a crafted archive may hold
