@@ -56,3 +56,17 @@ def test_batchnorm_act_folds_exactly_and_reloads(tmp_path):
     ns.save(net, tmp_path / "m")
     back = ns.load(tmp_path / "m", model=Net()).eval()
     assert torch.allclose(back(x), ref, atol=1e-5)
+
+
+def test_merge_folds_batchnorm_act_through_the_planner(tmp_path):
+    net, x = _net(), torch.randn(2, 3, 8, 8)
+    ref = net(x)
+    rep = ns.merge(net, x)
+    kinds = [(a.args["fold_kind"], a.args["modules"]) for a in rep.plan.of_kind("fold")]
+    assert ("bn_after", ["stem.conv", "stem.bn"]) in kinds
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in net.modules())
+    assert isinstance(net.stem.bn.act, nn.SiLU)  # the activation stays where the norm was
+    assert torch.allclose(net(x), ref, atol=1e-5)
+    ns.save(net, tmp_path / "m")
+    back = ns.load(tmp_path / "m", model=Net()).eval()
+    assert torch.allclose(back(x), ref, atol=1e-5)
