@@ -131,3 +131,26 @@ def test_failed_edit_restores_flat_weights():
         remove_channels(model, graph, {g.id: [0]}, x, check=lambda a, b: "refused")
     assert model.rnn._flat_weights[0] is model.rnn.weight_ih_l0
     assert model.rnn.hidden_size == 6 and torch.equal(model(x), ref)
+
+
+class _Seq(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.rnn = nn.LSTM(6, 10, num_layers=2, batch_first=True)
+        self.head = nn.Linear(10, 3)
+
+    def forward(self, x):
+        return self.head(self.rnn(x)[0][:, -1])
+
+
+def test_rnn_plan_replays_on_a_fresh_model():
+    x = torch.randn(2, 5, 6)
+    torch.manual_seed(0)
+    a = _Seq()
+    b = copy.deepcopy(a)
+    rep = ns.prune(a, x, amount=0.5, importance="l2")
+    assert any(a.args.get("modules") and "rnn" in a.args["modules"] for a in rep.plan.actions)
+    ns.apply(b, x, rep.plan.to_dict())
+    assert a.rnn.hidden_size == b.rnn.hidden_size == 5
+    assert [p.shape for p in a.parameters()] == [p.shape for p in b.parameters()]
+    assert torch.allclose(a(x), b(x))
