@@ -21,7 +21,7 @@ from typing import Any
 from torch import nn
 
 from netsculpt.core.errors import InputError
-from netsculpt.core.utils import qualified_name
+from netsculpt.core.utils import qualified_name, read_only
 
 # structural attributes of common layers; surgery changes these, load sets them back
 STRUCTURAL_ATTRS = (
@@ -76,6 +76,8 @@ def structural_attrs(module: nn.Module) -> dict[str, Any]:
     names = STRUCTURAL_ATTRS + tuple(getattr(module, "_netsculpt_attrs", ()))
     out = {}
     for name in names:
+        if read_only(module, name):
+            continue  # derived from other attributes (recorded on their own modules)
         if name in module.__dict__ or hasattr(type(module), name):
             value = getattr(module, name, None)
             if _jsonable(value) and not callable(value):

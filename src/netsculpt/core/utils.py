@@ -162,3 +162,20 @@ class _MaskSuspension:
 
 
 masks_suspended = _MaskSuspension()
+
+
+def read_only(obj: Any, name: str) -> bool:
+    """True when ``name`` is a property without a setter on ``obj``'s class: a value derived
+    from other attributes (timm's ``ConvNormAct.in_channels`` reads ``conv.in_channels``), so it
+    follows them and is never set itself.
+
+    >>> class A:
+    ...     width = property(lambda self: 3)
+    >>> read_only(A(), "width"), read_only(A(), "depth")
+    (True, False)
+    """
+    for klass in type(obj).__mro__:
+        if name in vars(klass):
+            attr = vars(klass)[name]
+            return isinstance(attr, property) and attr.fset is None
+    return False

@@ -39,9 +39,21 @@ def call(
     data: Any = None,
     **overrides: Any,
 ) -> Any:
-    """Run the registered op ``name`` on ``model`` (edited in place) and return its Report."""
+    """Run the registered op ``name`` on ``model`` (edited in place) and return its Report.
+
+    ``scope=`` (a submodule name or a list of them): the op runs on each of those submodules
+    with the inputs they receive in one forward of the model (see :mod:`netsculpt.engine.scope`).
+    """
+    scope = overrides.pop("scope", None)
     cfg = registry.get(name).config(config, overrides)
     _refuse_meta(name, model)
+    if scope is not None:
+        from netsculpt.engine.scope import run_scoped
+
+        def each(sub: nn.Module, inputs: Any, _scope: str) -> Any:
+            return run(name, session_for(sub, inputs, cfg, None), cfg)
+
+        return run_scoped(name, model, example_inputs, scope, data, each)
     return run(name, session_for(model, example_inputs, cfg, data), cfg)
 
 
@@ -109,6 +121,19 @@ def apply(
     if plan.op not in registry.names():
         raise InputError(f"plan: made by unknown op {plan.op!r}")
     spec = registry.get(plan.op)
+    if plan.config.get("scope"):
+        from netsculpt.engine.scope import run_scoped, split_plan
+
+        parts = split_plan(plan)
+
+        def each(sub: nn.Module, inputs: Any, scope: str) -> Any:
+            return _replay(spec, sub, inputs, parts[scope], None)
+
+        return run_scoped(plan.op, model, example_inputs, list(parts), data, each)
+    return _replay(spec, model, example_inputs, plan, data)
+
+
+def _replay(spec: Any, model: nn.Module, example_inputs: Any, plan: Plan, data: Any) -> Any:
     session = Session(model, example_inputs, data=data, seed=plan.config.get("seed", 0) or 0)
 
     def body() -> Any:

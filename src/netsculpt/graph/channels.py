@@ -9,151 +9,28 @@ channel goes. The graph only reads the model; :mod:`netsculpt.surgery` edits it.
 from __future__ import annotations
 
 import fnmatch
-from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
-from netsculpt.core.errors import UnsupportedOpError
+from netsculpt.core.errors import NetsculptError, UnsupportedOpError
 from netsculpt.graph import rules as R
 from netsculpt.graph.capture import Captured, capture
+from netsculpt.graph.groups import finish
+from netsculpt.graph.inline import walk_graph
 from netsculpt.graph.layout import Atoms, Incompatible
 
-
-@dataclass
-class Member:
-    """One tensor dim that a group's channels index into."""
-
-    tensor: str  # parameter / buffer name, e.g. "layer1.0.conv1.weight"
-    dim: int
-    index_map: np.ndarray  # position in the dim -> channel of the group, or -1
-    role: str  # "out" (produces the channel), "in" (consumes it), "norm", "other"
-    module: str  # owning module path
-    kind: str = "param"  # "param" | "buffer"
-
-    def positions(self, channels: np.ndarray) -> np.ndarray:
-        """Positions of this dim that belong to the given channels of the group."""
-        return np.nonzero(np.isin(self.index_map, channels))[0]
-
-
-@dataclass
-class Group:
-    """A set of channels that can only be removed together, index for index."""
-
-    id: int
-    size: int
-    kind: str  # "channel" or "head"
-    members: list[Member]
-    prunable: bool
-    reason: str | None = None  # why it is protected
-    root: int = -1
-
-    @property
-    def modules(self) -> list[str]:
-        return sorted({m.module for m in self.members})
-
-    def describe(self) -> str:
-        mods = self.modules
-        head = ", ".join(mods[:4]) + (f" (+{len(mods) - 4})" if len(mods) > 4 else "")
-        return f"{self.kind} group {self.id}: {self.size} × [{head}]"
-
-
-def group_anchor(group: Group) -> list:
-    """``[tensor, dim, first position of channel 0, of channel 1]`` of the group's first
-    producing parameter member: names the group in any capture of the same architecture (the
-    ``anchor`` of a plan's channel actions)."""
-    members = [m for m in group.members if m.kind == "param"] or list(group.members)
-    m = next((m for m in members if m.role == "out"), members[0])
-    p0, p1 = (np.nonzero(m.index_map == c)[0] for c in (0, 1))
-    return [m.tensor, m.dim, int(p0[0]) if len(p0) else -1, int(p1[0]) if len(p1) else -1]
-
-
-@dataclass
-class MacTerm:
-    const: int
-    numel_of: tuple[str, int]  # (node name, output index or -1)
-    factors: list[tuple[str, int]]  # (node name, dim)
-
-
-@dataclass
-class StructureGraph:
-    """Channel groups of a model plus what is needed to predict sizes after a removal plan."""
-
-    captured: Captured
-    atoms: Atoms
-    layouts: dict[str, Any]
-    tensor_layouts: dict[str, list]
-    groups: list[Group]
-    mac_terms: list[MacTerm]
-    conv_groups: dict[str, tuple]  # conv module path -> layout of its groups dim
-    conv_inputs: dict[str, tuple]  # conv module path -> layout of its input channel dim
-    shape_attrs: list[tuple[str, str, list]] = field(default_factory=list)  # (module, attr, dims)
-    _class_group: dict[int, Group] = field(default_factory=dict)
-
-    # -- lookups -------------------------------------------------------------------------------
-    def group(self, gid: int) -> Group:
-        return self.groups[gid]
-
-    def prunable_groups(self) -> list[Group]:
-        return [g for g in self.groups if g.prunable]
-
-    def group_of_class(self, cls: int) -> Group | None:
-        return self._class_group.get(cls)
-
-    # -- predicting sizes ----------------------------------------------------------------------
-    def removed_positions(self, layout: tuple, plan: dict[int, np.ndarray]) -> np.ndarray:
-        """Positions of a dim with ``layout`` removed by ``plan`` ({group id: channels})."""
-        n = self.atoms.layout_size(layout)
-        mask = np.zeros(n, dtype=bool)
-        for cls in set(self.atoms.leaves(layout)):
-            g = self._class_group.get(cls)
-            if g is not None and g.id in plan and len(plan[g.id]):
-                mask |= np.isin(self.atoms.index_map(layout, cls), plan[g.id])
-        return np.nonzero(mask)[0]
-
-    def kept_size(self, layout: tuple, plan: dict[int, np.ndarray]) -> int:
-        return self.atoms.layout_size(layout) - len(self.removed_positions(layout, plan))
-
-    def _node_dims(self, name: str, index: int = -1) -> list:
-        lays = self.layouts.get(name)
-        if lays is None:
-            return []
-        if index >= 0 or (lays and isinstance(lays[0], list)):
-            lays = lays[max(index, 0)]
-        return lays
-
-    def predict_macs(self, plan: dict[int, np.ndarray] | None = None) -> int:
-        """MACs of the model after removing ``plan`` (counted on the captured graph)."""
-        plan = plan or {}
-        total = 0
-        for term in self.mac_terms:
-            v = term.const
-            for lay in self._node_dims(*term.numel_of):
-                v *= self.kept_size(lay, plan)
-            for name, dim in term.factors:
-                lays = self._node_dims(name)
-                v *= self.kept_size(lays[dim], plan) if lays else 1
-            total += v
-        return int(total)
-
-    def predict_params(self, model: nn.Module, plan: dict[int, np.ndarray] | None = None) -> int:
-        plan = plan or {}
-        seen, total = set(), 0
-        for name, p in model.named_parameters():
-            if id(p) in seen:
-                continue
-            seen.add(id(p))
-            lays = self.tensor_layouts.get(name)
-            if lays is None or not plan:
-                total += p.numel()
-                continue
-            n = 1
-            for lay in lays:
-                n *= self.kept_size(lay, plan)
-            total += n
-        return int(total)
+# the walk's results live in .structure; importing them from here keeps working
+from netsculpt.graph.structure import (  # noqa: F401
+    Group,
+    MacTerm,
+    Member,
+    StructureGraph,
+    _flat_layouts,
+    _flat_nodes,
+    group_anchor,
+)
 
 
 class _Symbolic(Exception):
@@ -165,6 +42,7 @@ class Tracer:
 
     def __init__(self, cap: Captured, ignore: list[str]):
         self.cap = cap
+        self.graph = walk_graph(cap.program.graph_module)  # mode-only regions inlined
         self.atoms = Atoms()
         self.layouts: dict[str, Any] = {}
         self.roles: dict[tuple[str, int], str] = {}
@@ -173,6 +51,7 @@ class Tracer:
         self.conv_inputs: dict[str, tuple] = {}
         self.splits: list[list[tuple]] = []
         self.shape_attrs: list[tuple[str, str, list]] = []
+        self.bounds: list[tuple[str, tuple, int]] = []  # (module, layout, slice bound)
         self.ignore = ignore
         self._node = None
 
@@ -270,6 +149,8 @@ class Tracer:
         n = self.atoms.layout_size(layout)
         if start == 0 and end == n:
             return layout
+        if end <= start:  # an empty piece (Phi-3's pass-through part of a full rotary)
+            return ()
         pieces = [self.atoms.new(s) for s in (start, end - start, n - end) if s > 0]
         try:
             self.atoms.unify(layout, tuple(pieces))
@@ -312,6 +193,12 @@ class Tracer:
     def record_attr(self, node, attr: str, layouts: list) -> None:
         self.shape_attrs.append((self.path(node), attr, layouts))
 
+    def record_bound(self, node, layout, bound: int) -> None:
+        """A constant slice bound on a channel dim: an int attribute of the calling module equal
+        to it is a width that must follow the channels (``x[:, : self.in_channels]``)."""
+        if 0 < bound < self.atoms.layout_size(layout):
+            self.bounds.append((self.path(node), layout, int(bound)))
+
     def record_conv(self, node, in_layout, g_layout) -> None:
         self.conv_inputs[self.path(node)] = in_layout
         if g_layout is not None:
@@ -327,7 +214,7 @@ class Tracer:
 
     # -- the walk ------------------------------------------------------------------------------
     def run(self) -> None:
-        for node in self.cap.graph.nodes:
+        for node in self.graph.nodes:
             self._node = node
             if node.op == "placeholder":
                 self._placeholder(node)
@@ -372,6 +259,15 @@ class Tracer:
             for a in self.tensor_args(node):
                 self.protect_node(a, f"data-dependent shape at {name} in '{self.path(node)}'")
             out = None
+        except NetsculptError:
+            raise
+        except Exception as e:  # a rule that cannot follow this use: its channels stay whole
+            why = str(e).strip().splitlines()[0][:120] if str(e).strip() else ""
+            out = self.opaque(
+                node,
+                f"the {name} rule could not follow channels in '{self.path(node)}' "
+                f"({type(e).__name__}{': ' + why if why else ''})",
+            )
         if out is not None:
             self.layouts[node.name] = out
 
@@ -396,24 +292,6 @@ class Tracer:
             else:
                 for lay in lays[:-1]:
                     self.atoms.protect(lay, "count of a reshape split (a constant in the code)")
-
-
-def _flat_nodes(args) -> list:
-    out = []
-    for a in args if isinstance(args, (list, tuple)) else [args]:
-        if isinstance(a, (list, tuple)):
-            out.extend(_flat_nodes(a))
-        elif isinstance(a, torch.fx.Node):
-            out.append(a)
-    return out
-
-
-def _flat_layouts(lays) -> list:
-    if lays is None:
-        return []
-    if lays and isinstance(lays[0], list):
-        return [lay for sub in lays if sub for lay in sub]
-    return [lay for lay in lays if lay is not None]
 
 
 def _reshape_pieces(sin, sout):
@@ -477,86 +355,4 @@ def build_graph(
     patterns = _patterns(model, ignore)
     tr = Tracer(cap, patterns)
     tr.run()
-    return _finish(model, tr, patterns)
-
-
-def _finish(model: nn.Module, tr: Tracer, patterns: list[str]) -> StructureGraph:
-    atoms, cap = tr.atoms, tr.cap
-    tensor_layouts: dict[str, list] = {}
-    for node in cap.graph.nodes:
-        if node.op == "placeholder" and node.name in cap.tensor_of_input:
-            lays = tr.layouts.get(node.name)
-            if lays is not None:
-                tensor_layouts[cap.tensor_of_input[node.name]] = lays
-    # ignored modules: their produced channels stay
-    for fqn, lays in tensor_layouts.items():
-        mod = fqn.rsplit(".", 1)[0] if "." in fqn else ""
-        if tr._ignored(mod):
-            for d, lay in enumerate(lays):
-                if tr.roles.get((fqn, d), "other") != "in":
-                    atoms.protect(lay, f"ignored module '{mod}'")
-    # classes seen in activations (data flows through them)
-    observed: set[int] = set()
-    for node in cap.graph.nodes:
-        if node.op == "call_function":
-            for lay in _flat_layouts(tr.layouts.get(node.name)):
-                observed.update(atoms.leaves(lay))
-    kinds = {
-        cap.tensor_of_input[n]: k for n, k in cap.input_kind.items() if n in cap.tensor_of_input
-    }
-    classes: dict[int, list[Member]] = {}
-    order: list[int] = []
-    for fqn, lays in tensor_layouts.items():
-        mod = fqn.rsplit(".", 1)[0] if "." in fqn else ""
-        for d, lay in enumerate(lays):
-            for cls in dict.fromkeys(atoms.leaves(lay)):
-                if atoms.size[cls] < 2:
-                    continue
-                if cls not in classes:
-                    classes[cls] = []
-                    order.append(cls)
-                classes[cls].append(
-                    Member(
-                        fqn,
-                        d,
-                        atoms.index_map(lay, cls),
-                        tr.roles.get((fqn, d), "other"),
-                        mod,
-                        kinds.get(fqn, "param"),
-                    )
-                )
-    groups: list[Group] = []
-    class_group: dict[int, Group] = {}
-    for cls in order:
-        members = classes[cls]
-        reason = atoms.protected.get(cls)
-        if reason is None and cls not in observed:
-            reason = "no data flows through these channels"
-        if reason is None and any(m.kind == "constant" for m in members):
-            reason = "tensor constant created by the model's code"
-        if reason is None and not any(m.kind == "param" for m in members):
-            reason = "no parameter to remove"
-        is_head = bool(atoms.flags.get(cls, set()) & {"head", "mmbatch"})
-        g = Group(
-            len(groups),
-            atoms.size[cls],
-            "head" if is_head else "channel",
-            members,
-            reason is None,
-            reason,
-            cls,
-        )
-        groups.append(g)
-        class_group[cls] = g
-    return StructureGraph(
-        captured=cap,
-        atoms=atoms,
-        layouts=tr.layouts,
-        tensor_layouts=tensor_layouts,
-        groups=groups,
-        mac_terms=tr.mac_terms,
-        conv_groups=tr.conv_groups,
-        conv_inputs=tr.conv_inputs,
-        shape_attrs=tr.shape_attrs,
-        _class_group=class_group,
-    )
+    return finish(model, tr, patterns)

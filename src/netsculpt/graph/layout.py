@@ -261,7 +261,10 @@ class Atoms:
             raise Incompatible(f"{total} is not a multiple of {m}")
         outers: list = []
         inner: Layout | None = None
-        for s in self.expand(layout):
+        queue = deque(self.expand(layout))
+        while queue:
+            # re-expanded when popped: a class met twice is refined the first time
+            s = self._next(queue)
             n = self.seg_size(s)
             if n % m:
                 raise Incompatible(f"segment of {n} channels does not split into blocks of {m}")

@@ -237,6 +237,17 @@ def channel_norms(
                 add(f"{path}:out", output, cdim)
 
             handles.append(mod.register_forward_hook(hook))
+        elif isinstance(mod, (nn.RNNBase, nn.RNNCellBase)):
+
+            def rnn_hook(m, args, output, path=path):
+                add(f"{path}:in", _data(args[0]) if args else None, -1)
+                h = output[0] if isinstance(output, tuple) else output
+                h = _data(h)  # (..., directions · H_out): fold the directions onto the units
+                width = getattr(m, "proj_size", 0) or m.hidden_size
+                if isinstance(h, torch.Tensor) and h.shape[-1] % width == 0:
+                    add(f"{path}:hidden", h.reshape(-1, width), -1)
+
+            handles.append(mod.register_forward_hook(rnn_hook))
     try:
         with torch.no_grad(), eval_mode(model):
             for x, _ in iter_batches(data, max_batches):
@@ -250,19 +261,20 @@ def channel_norms(
 @estimator("activation", needs_data=True)
 def activation(model, graph, groups, data=None, max_batches: int = 16, **kw):
     """Wanda-style: Σ |W_ij|·‖X_j‖ over the layers that consume the channel (inputs measured
-    on data); channels with no consumer use the norm of their own activation."""
+    on data); channels with no consumer use the norm of their own activation; hidden units of
+    nn.LSTM / GRU / RNN (and cells) the norm of the hidden states they produce."""
     consumers = {m.module for g in groups for m in g.members if m.role in ("in", "out")}
     norms = channel_norms(model, consumers, data, max_batches)
     tensors = _tensors(model)
     out = {}
     for g in groups:
-        vals = []
-        for m in g.members:
+        vals = _hidden_norms(g, norms)  # recurrent units: the norms of their hidden states
+        for m in g.members if not vals else ():
             w = tensors.get(m.tensor)
             if w is None or not m.tensor.endswith("weight") or w.dim() < 2:
                 continue
             x_norm = norms.get(m.module + ":in")
-            if m.role == "in" and x_norm is not None:
+            if m.role == "in" and x_norm is not None and _takes_input(m.tensor):
                 col = per_position(w, m.dim, torch.abs)
                 if len(x_norm) == len(col):
                     vals.append((m, col * x_norm.cpu().numpy()))
@@ -274,6 +286,31 @@ def activation(model, graph, groups, data=None, max_batches: int = 16, **kw):
         if vals:
             out[g.id] = scatter(g, vals)
     return out
+
+
+def _hidden_norms(g: Group, norms: dict) -> list:
+    """One (member, norms) pair when ``g``'s channels are hidden units of a recurrent module
+    (they index the recurrence columns of ``weight_hh``), else none."""
+    for m in g.members:
+        h_norm = norms.get(m.module + ":hidden")
+        leaf = m.tensor.rsplit(".", 1)[-1]
+        hh = leaf in ("weight_hh", "weight_hh_l0")
+        if m.role == "in" and hh and h_norm is not None and len(h_norm) == len(m.index_map):
+            return [(m, h_norm.cpu().numpy().astype(np.float64))]
+    return []
+
+
+def _data(x: Any) -> Any:
+    """The tensor of a PackedSequence (its ``data``), else ``x``."""
+    return getattr(x, "data", x) if type(x).__name__ == "PackedSequence" else x
+
+
+def _takes_input(tensor: str) -> bool:
+    """A recurrent module's ``:in`` norms are those of its first layer's input only."""
+    leaf = tensor.rsplit(".", 1)[-1]
+    if not leaf.startswith(("weight_ih", "weight_hh", "weight_hr")):
+        return True
+    return leaf in ("weight_ih", "weight_ih_l0", "weight_ih_l0_reverse")
 
 
 def score_groups(

@@ -25,6 +25,10 @@ HF_ATTRS = (
     "num_attention_heads", "n_heads", "all_head_size", "num_key_value_heads",
     "num_key_value_groups", "nf", "nx", "intermediate_size",
 )  # fmt: skip
+# sizes nn.LSTM / GRU / RNN and their cells read in forward (see netsculpt.surgery.rnn)
+RECURRENT_ATTRS = ("input_size", "hidden_size", "proj_size")
+# widths a module derives once from others (timm's Attention.attn_dim; netsculpt.surgery.timm_modules)
+DERIVED_ATTRS = ("attn_dim",)
 
 
 def inside(path: Path, folder: Path) -> None:
@@ -79,9 +83,10 @@ def check_attr(module: nn.Module, name: str, value: Any, what: str) -> Any:
     """``value`` if the manifest may set attribute ``name`` of ``module`` to it; else raise.
 
     Allowed: the structural attributes (:data:`~netsculpt.io.manifest.STRUCTURAL_ATTRS`,
-    sizes ≥ 1), the Hugging Face widths in :data:`HF_ATTRS` and the names the module's class
-    lists in ``_netsculpt_attrs`` — the last two only where the module has them already, with a
-    value of the same type. Nothing else: no new attributes, no methods, no private names.
+    sizes ≥ 1), the Hugging Face widths in :data:`HF_ATTRS`, the derived widths in
+    :data:`DERIVED_ATTRS`, a recurrent module's sizes (:data:`RECURRENT_ATTRS`) and the names
+    the module's class lists in ``_netsculpt_attrs`` — all but the first only where the module
+    has them already, with a value of the same type. Nothing else: no new attributes, no methods, no private names.
     """
     current = getattr(module, name, None)
     if name in STRUCTURAL_ATTRS:
@@ -98,7 +103,9 @@ def check_attr(module: nn.Module, name: str, value: Any, what: str) -> Any:
             raise ManifestError(f"load: {what} must be {want}, got {value!r}")
         return value
     declared = tuple(getattr(type(module), "_netsculpt_attrs", ()) or ())
-    if name not in HF_ATTRS + declared:
+    if isinstance(module, (nn.RNNBase, nn.RNNCellBase)):
+        declared += RECURRENT_ATTRS
+    if name not in HF_ATTRS + DERIVED_ATTRS + declared:
         raise ManifestError(
             f"load: {what}: not an attribute a manifest may set on {type(module).__name__} "
             "(only structural sizes)"

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from netsculpt.core.errors import InputError
+from netsculpt.core.utils import read_only
 from netsculpt.io.checks import check_attr, check_consistent, check_shapes, inside
 from netsculpt.io.manifest import (
     FORMAT,
@@ -136,6 +137,15 @@ def _rebuild(
     check_consistent(model, where, changed)
     if not dry:
         _load_tensors(model, tensors, state)
+        _refresh_recurrent(model)
+
+
+def _refresh_recurrent(model: nn.Module) -> None:
+    """nn.LSTM / GRU / RNN run from ``_flat_weights``: point it at the replaced parameters."""
+    from netsculpt.surgery.rnn import refresh
+
+    for module in model.modules():
+        refresh(module)
 
 
 def _set_attrs(
@@ -146,6 +156,8 @@ def _set_attrs(
     for path, values in attrs.items():
         module = existing_module(model, path, f"{where}: attrs key") if path else model
         for name, value in values.items():
+            if read_only(module, name):
+                continue  # a derived value (saved by an older version): follows its sources
             value = check_attr(module, name, value, f"{where}: attrs[{path!r}].{name}")
             current = getattr(module, name, None)
             if isinstance(value, list) and isinstance(current, (tuple, list)):

@@ -99,6 +99,18 @@ def _einsum(node: torch.fx.Node) -> int:
     return _numel(_shape(node)) * math.prod(contracted)
 
 
+def _recurrent(node: torch.fx.Node) -> int:
+    """lstm / gru / rnn (flat weight list) and their cells: every weight matrix once per step."""
+    x = node.args[0]
+    shape = _shape(x)
+    if not shape:
+        return 0
+    steps = _numel(shape) // shape[-1]
+    weights = node.args[2] if isinstance(node.args[2], (list, tuple)) else node.args[2:4]
+    mats = [_shape(w) for w in weights]
+    return steps * sum(_numel(s) for s in mats if s is not None and len(s) == 2)
+
+
 def _tokens(term: str) -> list[str]:
     """Split an einsum term into index tokens; ``#k`` marks the k-th ellipsis dim."""
     tokens, i = [], 0
@@ -129,6 +141,10 @@ def _overload_packets() -> dict[Any, Callable[[torch.fx.Node], int]]:
         aten._convolution: _conv,
         aten.scaled_dot_product_attention: _sdpa,
     }
+    for name in ("lstm", "gru", "rnn_tanh", "rnn_relu") + tuple(
+        f"{n}_cell" for n in ("lstm", "gru", "rnn_tanh", "rnn_relu")
+    ):
+        rules[getattr(aten, name)] = _recurrent
     for name in ("conv1d", "conv2d", "conv3d"):
         rules[getattr(aten, name)] = lambda n: _conv(n, transposed=False)
     for name in ("conv_transpose1d", "conv_transpose2d", "conv_transpose3d"):

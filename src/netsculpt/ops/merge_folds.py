@@ -134,6 +134,10 @@ def plan_bn_after(model: nn.Module, cap, ignore: Sequence[str] = ()) -> list[Fol
             continue
         if prod.target in _LINEAR_OPS and _ndim(prod) != 2:
             continue  # BatchNorm1d on [N, C, L] normalizes dim 1, not the Linear's features
+        try:  # a BatchNorm subclass computing more than norm (+ drop + act) is not folded
+            F.bn_remainder(model.get_submodule(bn))
+        except ValueError:
+            continue
         if not _skip((layer, bn), ignore):
             folds.append(Fold("bn_after", (layer, bn)))
     return folds

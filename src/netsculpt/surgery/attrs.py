@@ -8,6 +8,8 @@ from typing import Any
 import numpy as np
 from torch import nn
 
+from netsculpt.core.utils import read_only  # noqa: F401 - surgery's import path
+
 # attributes that count attention heads, updated when a head group loses heads
 HEAD_ATTRS = ("num_heads", "num_attention_heads", "n_heads", "n_head", "num_key_value_heads")
 
@@ -52,8 +54,11 @@ class Snapshot:
             self._masks[name] = (masks, masks.get(name))
 
     def restore(self) -> None:
+        from netsculpt.surgery.rnn import refresh
+
         for mod, attr, is_param, value in self._tensors.values():
             (mod._parameters if is_param else mod._buffers)[attr] = value
+            refresh(mod)  # recurrent modules run from a list of their parameters
         for mod, cls, state in self._attrs.values():
             mod.__class__ = cls
             for k in [k for k in vars(mod) if k not in state and k not in _TABLES]:
@@ -75,7 +80,7 @@ class Snapshot:
 def _set(snap: Snapshot, mod: nn.Module, **values) -> None:
     snap.save_attrs(mod)
     for k, v in values.items():
-        if hasattr(mod, k):
+        if hasattr(mod, k) and not read_only(mod, k):
             mod.__dict__[k] = v
 
 
@@ -90,8 +95,15 @@ def fix_attributes(model: nn.Module, graph, plan, changed: set[str], snap: Snaps
         mod = modules.get(path)
         if mod is not None and hasattr(mod, attr):
             _set(snap, mod, **{attr: tuple(graph.kept_size(lay, plan) for lay in lays)})
+    for path, attr, lay, bound in getattr(graph, "bound_attrs", []):
+        mod = modules.get(path)
+        if mod is not None and mod.__dict__.get(attr) == bound:
+            _set(snap, mod, **{attr: graph.kept_before(lay, bound, plan)})
     _fix_heads(modules, graph, plan, snap)
     _fix_known_models(model, modules, snap)
+    from netsculpt.surgery.timm_modules import fix_derived_widths
+
+    fix_derived_widths(modules, snap)
     from netsculpt.surgery.hf import fix_hf_modules
 
     fix_hf_modules(model, snap)  # Hugging Face width attributes and config
@@ -123,6 +135,10 @@ def _fix_module(model, path: str, mod: nn.Module, graph, plan, snap: Snapshot) -
         _set(snap, mod, num_embeddings=w.shape[0], embedding_dim=w.shape[1])
     elif isinstance(mod, nn.MultiheadAttention):
         _fix_mha(model, path, mod, snap)
+    elif isinstance(mod, (nn.RNNBase, nn.RNNCellBase)):
+        from netsculpt.surgery.rnn import fix_recurrent
+
+        fix_recurrent(mod, lambda m, **v: _set(snap, m, **v))
 
 
 def _fix_mha(model, path: str, mod: nn.MultiheadAttention, snap: Snapshot) -> None:

@@ -18,7 +18,7 @@ True
 from __future__ import annotations
 
 import copy
-import math
+from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
 
@@ -27,8 +27,18 @@ import torch
 from torch import nn
 
 from netsculpt.core.errors import InputError
+from netsculpt.surgery.compose import (  # noqa: F401 - re-exported: the fold planner reads them
+    _CONV,
+    _bias64,
+    compose_conv,
+    compose_conv_refusal,
+    compose_linear,
+    composed_conv_macs,
+    conv_macs,
+    is_pointwise,
+    linear_macs,
+)
 
-_CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _CONV_T = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
 _BN = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 
@@ -52,6 +62,31 @@ def bn_scale_shift(bn: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
     return s, t
 
 
+def bn_remainder(bn: nn.Module) -> nn.Module:
+    """What stays in place of a BatchNorm folded into its neighbour: ``Identity`` for a plain
+    BatchNorm; for a BatchNorm with its activation inside (timm's ``BatchNormAct2d`` computes
+    ``act(drop(bn(x)))``) the drop and activation it applies after normalizing, the very modules
+    (so the manifest records them as references and ``ns.load`` rebuilds them).
+
+    Raise ``ValueError`` for another BatchNorm subclass with a forward of its own: what it does
+    after normalizing is unknown, so folding it would not be exact.
+
+    >>> type(bn_remainder(nn.BatchNorm2d(4))).__name__
+    'Identity'
+    """
+    cls = type(bn)
+    if cls.forward is nn.modules.batchnorm._BatchNorm.forward:
+        return nn.Identity()
+    tail = [(n, getattr(bn, n, None)) for n in ("drop", "act")]
+    if not all(isinstance(m, nn.Module) for _, m in tail):
+        raise ValueError(
+            f"{cls.__name__} overrides BatchNorm.forward; only a norm + drop + act "
+            "(timm's BatchNormAct2d) folds exactly"
+        )
+    tail = [(n, m) for n, m in tail if not isinstance(m, nn.Identity)]
+    return nn.Sequential(OrderedDict(tail)) if tail else nn.Identity()
+
+
 def _set_params(layer: nn.Module, weight: torch.Tensor, bias: torch.Tensor | None) -> nn.Module:
     """A deep copy of ``layer`` holding ``weight`` and ``bias`` (a bias is added if it had none)."""
     new = copy.deepcopy(layer)
@@ -60,13 +95,6 @@ def _set_params(layer: nn.Module, weight: torch.Tensor, bias: torch.Tensor | Non
     if bias is not None:
         new.bias = nn.Parameter(bias.to(ref.dtype), requires_grad=ref.requires_grad)
     return new
-
-
-def _bias64(layer: nn.Module, n: int) -> torch.Tensor:
-    b = getattr(layer, "bias", None)
-    if b is None:
-        return torch.zeros(n, dtype=torch.float64, device=layer.weight.device)
-    return b.detach().double()
 
 
 def fold_bn_after(layer: nn.Module, bn: nn.Module) -> nn.Module:
@@ -131,100 +159,6 @@ def bn_before_refusal(layer: nn.Module) -> str | None:
             f"padded zeros instead of the BatchNorm shift"
         )
     return None
-
-
-def compose_linear(first: nn.Linear, second: nn.Linear) -> nn.Linear:
-    """One Linear equal to ``second(first(x))``: ``W = W2·W1``, ``b = W2·b1 + b2``.
-
-    >>> compose_linear(nn.Linear(4, 8), nn.Linear(8, 2)).weight.shape
-    torch.Size([2, 4])
-    """
-    w1, w2 = first.weight.detach().double(), second.weight.detach().double()
-    b = w2 @ _bias64(first, w1.shape[0]) + _bias64(second, w2.shape[0])
-    new = nn.Linear(w1.shape[1], w2.shape[0], device=w1.device, dtype=first.weight.dtype)
-    with torch.no_grad():
-        new.weight.copy_(w2 @ w1)
-        new.bias.copy_(b)
-    new.train(second.training)
-    return new
-
-
-def is_pointwise(conv: nn.Module) -> bool:
-    """A conv that mixes channels only: kernel 1, stride 1, no padding, one group."""
-    return (
-        isinstance(conv, _CONV)
-        and conv.groups == 1
-        and all(k == 1 for k in conv.kernel_size)
-        and all(s == 1 for s in conv.stride)
-        and not any(conv._reversed_padding_repeated_twice)
-    )
-
-
-def compose_conv_refusal(first: nn.Module, second: nn.Module) -> str | None:
-    """Why ``second ∘ first`` (two convs, one of them pointwise) cannot be one exact conv."""
-    if type(first) is not type(second) or not isinstance(first, _CONV):
-        return "only two convs of the same dimensionality compose"
-    if is_pointwise(second):
-        return None if first.groups == 1 else "the first conv is grouped"
-    if is_pointwise(first):
-        if (
-            first.bias is not None
-            and second.padding_mode == "zeros"
-            and any(second._reversed_padding_repeated_twice)
-        ):
-            return "the pointwise conv has a bias and the next conv pads with zeros"
-        return None if second.groups == 1 else "the second conv is grouped"
-    return "neither conv is pointwise (1x1, stride 1, no padding, one group)"
-
-
-def compose_conv(first: nn.Module, second: nn.Module) -> nn.Module:
-    """One conv equal to ``second(first(x))`` where one of the two is pointwise (see
-    :func:`is_pointwise`): ``W[o,i,...] = Σ_c W2[o,c]·W1[c,i,...]``.
-
-    >>> c = compose_conv(nn.Conv2d(3, 16, 3, padding=1), nn.Conv2d(16, 4, 1))
-    >>> tuple(c.weight.shape), c.padding
-    ((4, 3, 3, 3), (1, 1))
-    """
-    reason = compose_conv_refusal(first, second)
-    if reason:
-        raise ValueError(reason)
-    w1, w2 = first.weight.detach().double(), second.weight.detach().double()
-    if is_pointwise(second):  # keep first's geometry, second's output channels
-        m2 = w2.flatten(1)  # [O, C]
-        w = torch.einsum("oc,ci...->oi...", m2, w1)
-        b = m2 @ _bias64(first, w1.shape[0]) + _bias64(second, w2.shape[0])
-        geometry, cin, cout = first, w1.shape[1], w2.shape[0]
-    else:  # first is pointwise: keep second's geometry, first's input channels
-        m1 = w1.flatten(1)  # [C, I]
-        w = torch.einsum("oc...,ci->oi...", w2, m1)
-        b = _bias64(second, w2.shape[0]) + w2.sum(dim=tuple(range(2, w2.dim()))) @ _bias64(
-            first, w1.shape[0]
-        )
-        geometry, cin, cout = second, w1.shape[1], w2.shape[0]
-    new = copy.deepcopy(geometry)
-    new.in_channels, new.out_channels = int(cin), int(cout)
-    dtype = geometry.weight.dtype
-    new.weight = nn.Parameter(w.to(dtype), requires_grad=geometry.weight.requires_grad)
-    new.bias = nn.Parameter(b.to(dtype), requires_grad=geometry.weight.requires_grad)
-    return new
-
-
-def composed_conv_macs(first: nn.Module, second: nn.Module, out_positions: int) -> int:
-    """Multiply-accumulates of :func:`compose_conv` ``(first, second)`` producing
-    ``out_positions`` output positions, without building it."""
-    geometry = first if is_pointwise(second) else second
-    return second.out_channels * first.in_channels * math.prod(geometry.kernel_size) * out_positions
-
-
-def linear_macs(layer: nn.Linear) -> int:
-    """Multiply-accumulates of a Linear per input row."""
-    return layer.in_features * layer.out_features
-
-
-def conv_macs(conv: nn.Module, out_positions: int) -> int:
-    """Multiply-accumulates of a conv producing ``out_positions`` output positions."""
-    per = conv.weight.shape[1] * math.prod(conv.kernel_size)
-    return conv.out_channels * per * out_positions
 
 
 def fold_norm_gain(
@@ -307,11 +241,17 @@ def fold_replacements(
     if kind == "bn_after":
         layer = _get(model, modules[0], layers, "Linear / Conv", where)
         bn = _get(model, modules[1], _BN, "BatchNorm", where)
-        return {modules[0]: fold_bn_after(layer, bn), modules[1]: nn.Identity()}
+        try:  # a BatchNorm with its activation inside leaves that activation in its place
+            rest = bn_remainder(bn)
+        except ValueError as e:
+            raise InputError(f"{where}: {modules[1]}: {e}") from None
+        return {modules[0]: fold_bn_after(layer, bn), modules[1]: rest}
     if kind == "bn_before":
         bn = _get(model, modules[0], _BN, "BatchNorm", where)
         layer = _get(model, modules[1], (nn.Linear, *_CONV), "Linear / Conv", where)
         try:
+            if not isinstance(bn_remainder(bn), nn.Identity):
+                raise ValueError("its activation comes between the BatchNorm and the layer")
             return {modules[1]: fold_bn_before(bn, layer), modules[0]: nn.Identity()}
         except ValueError as e:
             raise InputError(f"{where}: {modules[0]} -> {modules[1]}: {e}") from None

@@ -21,14 +21,13 @@ from typing import Any
 from torch import nn
 
 from netsculpt.surgery.hf_config import (
-    K_NAMES,
     MLP_IN_NAMES,
-    Q_NAMES,
     child,
     head_dim_of,
     in_width,
     is_conv1d,
     out_width,
+    qk_widths,
     sync_config,
 )
 
@@ -67,17 +66,17 @@ def _fix_attention(attn: nn.Module, snap) -> None:
         _set(snap, attn, split_size=split, num_heads=split // hd, embed_dim=in_width(c_attn),
              **_kept_as_built(attn))  # fmt: skip
         return
-    q, k = child(attn, Q_NAMES), child(attn, K_NAMES)
-    if q is None:
+    q_out, k_out = qk_widths(attn)
+    if q_out is None:
         return
-    heads, values = out_width(q) // hd, _kept_as_built(attn)
+    heads, values = q_out // hd, _kept_as_built(attn)
     for name in ("num_heads", "num_attention_heads", "n_heads"):
         if isinstance(getattr(attn, name, None), int):
             values[name] = heads
     if isinstance(getattr(attn, "all_head_size", None), int):
-        values["all_head_size"] = out_width(q)
-    if k is not None and out_width(k) is not None:
-        kv = out_width(k) // hd
+        values["all_head_size"] = q_out
+    if k_out is not None:
+        kv = k_out // hd
         if isinstance(getattr(attn, "num_key_value_heads", None), int):
             values["num_key_value_heads"] = kv
         if isinstance(getattr(attn, "num_key_value_groups", None), int) and kv:

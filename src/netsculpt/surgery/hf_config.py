@@ -24,6 +24,10 @@ Q_NAMES = ("q_proj", "query", "q_lin", "q")
 K_NAMES = ("k_proj", "key", "k_lin", "k")
 # the first MLP projection (its output count is the intermediate size)
 MLP_IN_NAMES = ("up_proj", "gate_proj", "fc1", "c_fc", "w1", "dense_h_to_4h", "lin1")
+# fused projections laid out as [q | k | v] (k and v: num_key_value_groups-th of q each) and as
+# [gate | up] (Phi-3)
+QKV_NAMES = ("qkv_proj",)
+GATE_UP_NAMES = ("gate_up_proj",)
 
 
 def out_width(mod: nn.Module | None) -> int | None:
@@ -68,6 +72,24 @@ def head_dim_of(attn: nn.Module) -> int | None:
     return None
 
 
+def qk_widths(attn: nn.Module) -> tuple[int | None, int | None]:
+    """Output widths of the queries and of the keys of an attention module: separate q / k
+    projections, GPT-2's ``c_attn`` (q, k, v of equal width), or a fused ``qkv_proj`` laid out
+    ``[q | k | v]`` with ``num_key_value_groups`` query heads per KV head (Phi-3)."""
+    hd = head_dim_of(attn)
+    c_attn = getattr(attn, "c_attn", None)
+    if c_attn is not None and out_width(c_attn) is not None:
+        return out_width(c_attn) // 3, out_width(c_attn) // 3
+    q = child(attn, Q_NAMES)
+    if q is not None:
+        return out_width(q), out_width(child(attn, K_NAMES))
+    qkv, groups = child(attn, QKV_NAMES), getattr(attn, "num_key_value_groups", None)
+    if qkv is None or hd is None or type(groups) is not int or out_width(qkv) is None:
+        return None, None
+    kv = out_width(qkv) // (hd * (groups + 2))
+    return kv * groups * hd, kv * hd
+
+
 # config fields by meaning; GPT-2 names come through the config's attribute_map
 HEADS, KV_HEADS, INTER, HIDDEN, HEAD_DIM = (
     "num_attention_heads",
@@ -92,9 +114,7 @@ def transformer_layers(model: nn.Module) -> tuple[str, nn.ModuleList] | None:
 
 def _attention(layer: nn.Module) -> nn.Module | None:
     for mod in layer.modules():
-        if head_dim_of(mod) is not None and (
-            child(mod, Q_NAMES) is not None or getattr(mod, "c_attn", None) is not None
-        ):
+        if head_dim_of(mod) is not None and qk_widths(mod)[0] is not None:
             return mod
     return None
 
@@ -102,7 +122,7 @@ def _attention(layer: nn.Module) -> nn.Module | None:
 def _mlp_in(layer: nn.Module) -> nn.Module | None:
     for name, mod in layer.named_modules():
         leaf = name.rsplit(".", 1)[-1]
-        if leaf in MLP_IN_NAMES:
+        if leaf in MLP_IN_NAMES or leaf in GATE_UP_NAMES:
             return mod
         if name.endswith("intermediate.dense"):  # BERT
             return mod
@@ -116,18 +136,18 @@ def layer_widths(model: nn.Module) -> dict[str, Any]:
     for layer in found[1] if found else []:
         attn = _attention(layer)
         hd = head_dim_of(attn)
-        c_attn = getattr(attn, "c_attn", None)
-        if c_attn is not None:
-            q_out = k_out = out_width(c_attn) // 3
-        else:
-            q_out, k_out = out_width(child(attn, Q_NAMES)), out_width(child(attn, K_NAMES))
+        q_out, k_out = qk_widths(attn)
         up = _mlp_in(layer)
+        inter = out_width(up) if up is not None else None
+        if inter is not None and any(n.endswith(GATE_UP_NAMES) for n, m in
+                                     layer.named_modules() if m is up):  # fmt: skip
+            inter //= 2  # [gate | up]
         rows.append(
             {
                 "heads": q_out // hd,
                 "kv_heads": (k_out or q_out) // hd,
                 "head_dim": hd,
-                "intermediate": out_width(up) if up is not None else None,
+                "intermediate": inter,
             }
         )
     return {"hidden": hidden_width(model), "layers": rows}

@@ -7,6 +7,7 @@ This is the only place that edits tensors by channel index. It works from a
 from __future__ import annotations
 
 import copy
+import time
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ from netsculpt.core.errors import VerificationError
 from netsculpt.graph.capture import run_model
 from netsculpt.graph.channels import StructureGraph
 from netsculpt.surgery.attrs import Snapshot, fix_attributes
+from netsculpt.surgery.locate import fixed_width_at
 
 Plan = dict[int, Any]
 
@@ -132,11 +134,13 @@ def remove_channels(
     example_inputs: Any = None,
     *,
     check: Callable[[Any, Any], str | None] | None = None,
+    reference: Any = None,
 ) -> Edit:
     """Remove the planned channels from every coupled tensor; verify on ``example_inputs``.
 
     The output shapes must match the model's before the edit (and ``check(old, new)`` must
     return None when given); otherwise the model is restored and VerificationError is raised.
+    ``reference``: the model's outputs on ``example_inputs`` when the caller has them already.
 
     >>> import torch
     >>> from netsculpt.graph import build_graph
@@ -148,7 +152,9 @@ def remove_channels(
     (5, 5)
     """
     plan = {gid: np.asarray(ch, dtype=np.int64) for gid, ch in plan.items() if len(ch)}
-    before = run_model(model, example_inputs) if example_inputs is not None else None
+    before = reference
+    if before is None and example_inputs is not None:
+        before = run_model(model, example_inputs)
     snap = Snapshot(model)
     edit = Edit(groups=sorted(plan), snapshot=snap)
     try:
@@ -262,29 +268,36 @@ def find_breaking_groups(
     model: nn.Module, graph: StructureGraph, plan: Plan, example_inputs: Any
 ) -> dict[int, str]:
     """Groups of ``plan`` whose removal breaks the model, by bisection. Trials run on a meta
-    copy of the model when it runs there (shapes only, no compute), else on the model itself."""
-    target, inputs = model, example_inputs
+    copy of the model when it runs there faster than the model itself (shapes only, no
+    compute: large models), else on the model (restored after each trial)."""
+    t0 = time.perf_counter()
+    target, inputs, ref = model, example_inputs, run_model(model, example_inputs)
+    real = time.perf_counter() - t0
     try:
         clone, meta_inputs = meta_clone(model), _to_meta(example_inputs)
-        run_model(clone, meta_inputs)
-        target, inputs = clone, meta_inputs
+        t0 = time.perf_counter()
+        meta_ref = run_model(clone, meta_inputs)
+        if time.perf_counter() - t0 < real:
+            target, inputs, ref = clone, meta_inputs, meta_ref
     except Exception:  # data-dependent code cannot run on meta: trial on the real model
         pass
     bad: dict[int, str] = {}
 
-    def trial(gids: list[int]) -> str | None:
+    def trial(gids: list[int]) -> VerificationError | None:
         try:
-            remove_channels(target, graph, {g: plan[g] for g in gids}, inputs).undo()
+            sub = {g: plan[g] for g in gids}
+            remove_channels(target, graph, sub, inputs, reference=ref).undo()
             return None
         except VerificationError as e:
-            return str(e)
+            return e
 
     def search(gids: list[int]) -> None:
-        msg = trial(gids)
-        if msg is None:
+        err = trial(gids)
+        if err is None:
             return
         if len(gids) == 1:
-            bad[gids[0]] = msg
+            at = fixed_width_at(graph, gids[0], err)
+            bad[gids[0]] = str(err) + (f"; the width is fixed by {at}" if at else "")
             return
         half = len(gids) // 2
         n_before = len(bad)

@@ -20,7 +20,9 @@ from netsculpt.graph.rules import (  # noqa: F401
     linear,
     norms,
     reductions,
+    rnn,
     shape,
+    windows,
 )
 from netsculpt.graph.rules._base import ELEMENTWISE, RULES, aten_name_pattern, op_name, rule
 from netsculpt.graph.rules.factories import FACTORIES

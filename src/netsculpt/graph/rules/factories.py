@@ -46,6 +46,14 @@ def factory(t, node):
     return t.opaque_value(v)
 
 
+@rule("meshgrid")
+def meshgrid(t, node):
+    # coordinate grids (of arange constants, mostly): shape only, nothing to couple
+    for a in node.args[0] if isinstance(node.args[0], (list, tuple)) else []:
+        t.protect_node(a, "meshgrid coordinates")
+    return [t.opaque_value(v) for v in t.val(node)]
+
+
 @rule("_assert_tensor_metadata", "_assert_scalar", "_assert_async")
 def assertion(t, node):
     # a run-time check on a tensor's dtype/device/shape: no output, couples nothing

@@ -1,4 +1,5 @@
-"""Data-dependent indexing: index, gather, index_select, index_put / scatter, embedding."""
+"""Data-dependent indexing: index, gather, index_select, index_put / scatter, embedding,
+one_hot."""
 
 from __future__ import annotations
 
@@ -86,3 +87,11 @@ def embedding(t, node):
     t.role(w, 1, "out")
     t.protect(lw[0], "embedding rows (vocabulary)")
     return list(t.L(idx)) + [lw[1]]
+
+
+@rule("one_hot")
+def one_hot(t, node):
+    # one_hot(indices, num_classes): a new last dim of classes, indexed by data
+    idx = node.args[0]
+    t.protect_node(idx, "one_hot indices")
+    return list(t.L(idx)) + [t.fresh(t.shape(node)[-1], "one_hot classes")]

@@ -135,6 +135,8 @@ def slice_(t, node):
         t.protect(lx[dim], "strided slice")
         lx[dim] = t.fresh(t.shape(node)[dim], "strided slice")
         return lx
+    for bound in (start, end):
+        t.record_bound(node, lx[dim], bound)
     lx[dim] = t.sub_layout(lx[dim], start, end, node)
     return lx
 
@@ -160,12 +162,11 @@ def split(t, node):
     else:
         dim = node.args[2] if len(node.args) > 2 else node.kwargs.get("dim", 0)
     dim %= len(sx)
+    if name == "unbind":  # every piece is one index of the dim, which goes
+        t.protect(lx[dim], "unbind")
+        return [lx[:dim] + lx[dim + 1 :] for _ in vals]
     outs, start = [], 0
     for v in vals:
-        if name == "unbind":
-            t.protect(lx[dim], "unbind")
-            outs.append(lx[:dim] + lx[dim + 1 :])
-            continue
         size = v.shape[dim]
         out = list(lx)
         out[dim] = t.sub_layout(lx[dim], start, start + size, node)
