@@ -1,0 +1,280 @@
+"""README's "Measured" list, generated from benchmarks/RESULTS.md (never typed by hand).
+
+Each bullet reads its figures from one section of RESULTS.md (tables and the sentences the
+benchmark scripts print) and names the stamp's commit. A section that is missing gives no
+bullet; a section whose figures cannot be found is an error naming the section, so a change
+of a script's output cannot leave README quoting stale numbers.
+
+    python benchmarks/measured.py           # rewrite README.md between the measured markers
+    python benchmarks/measured.py --check   # exit 1 when README.md differs from RESULTS.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "RESULTS.md"
+README = ROOT / "README.md"
+BEGIN, END = "<!-- measured:begin -->", "<!-- measured:end -->"
+_SECTION = re.compile(r"<!-- (?P<name>[\w-]+):begin -->\n(?P<body>.*?)<!-- (?P=name):end -->", re.S)
+
+
+class Missing(Exception):
+    """A section's figure was not found where its script prints it."""
+
+
+def sections(text: str) -> dict[str, str]:
+    return {m["name"]: m["body"] for m in _SECTION.finditer(text)}
+
+
+def tables(body: str) -> list[list[dict[str, str]]]:
+    """Every Markdown table of a section, as rows keyed by the header cells."""
+    out, rows, header = [], [], None
+    for line in [*body.splitlines(), ""]:
+        if line.startswith("|"):
+            cells = [c.strip() for c in line.strip().strip("|").split("|")]
+            if header is None:
+                header = cells
+            elif not set("".join(cells)) <= set("-: "):
+                rows.append(dict(zip(header, cells, strict=False)))
+            continue
+        if header is not None:
+            out.append(rows)
+        rows, header = [], None
+    return out
+
+
+def find(name: str, body: str, pattern: str) -> re.Match:
+    m = re.search(pattern, body, re.S)
+    if m is None:
+        raise Missing(f"benchmarks/RESULTS.md section {name!r}: no match for {pattern!r}")
+    return m
+
+
+def row(name: str, body: str, **match: str) -> dict[str, str]:
+    for t in tables(body):
+        for r in t:
+            if all(r.get(k, "").startswith(v) for k, v in match.items()):
+                return r
+    raise Missing(f"benchmarks/RESULTS.md section {name!r}: no table row with {match}")
+
+
+def commit(name: str, body: str) -> str:
+    return find(name, body, r"_Stamp: commit `(\w+)`")[1]
+
+
+# -- one bullet per section: (section, function(body) -> text) -----------------------------------
+def zoo(b: str) -> str:
+    ours = find("zoo", b, r"netsculpt: \*\*(\d+)/(\d+) pass\*\*")
+    tp = re.search(r"Torch-Pruning 1\.6\.1 on the same models: \*\*(\d+)/(\d+) pass\*\*", b)
+    r50 = row("zoo", b, model="resnet50")
+    macs = re.findall(r"[\d,]+", r50["MACs before → after (ratio)"])
+    g = lambda s: int(s.replace(",", "")) / 1e9  # noqa: E731
+    return (
+        f"**Coverage** (`zoo.py`): **{ours[1]}/{ours[2]}** torchvision classification models "
+        "pass at `amount=0.5` (output shape kept, finite outputs, MACs ratio ≤ 0.55, save → "
+        "load bit-exact)" + (f"; Torch-Pruning 1.6.1 {tp[1]}/{tp[2]} by the same rules" if tp
+        else "; Torch-Pruning column not run") + f". resnet50 {g(macs[0]):.2f} → "
+        f"{g(macs[1]):.2f} GMACs in {r50['prune s']} s."
+    )  # fmt: skip
+
+
+def timm_zoo(b: str) -> str:
+    run = find("timm-zoo", b, r"Families run: \*\*(\d+)\*\* of (\d+)")
+    ok = find("timm-zoo", b, r"prunes and reloads \*\*(\d+)/(\d+) \((\d+)%\)\*\*")
+    tp = sum(r.get("TP") == "pass" for t in tables(b) for r in t)
+    return (
+        f"**timm** (`timm_zoo.py`, one model per family, `amount=0.3`): {run[1]} of {run[2]} "
+        f"families run so far; **{ok[1]}/{ok[2]} ({ok[3]}%) prune and reload**; Torch-Pruning "
+        f"prunes {tp} of the same {run[1]}."
+    )
+
+
+def speedup(b: str) -> str:
+    parts = []
+    for model in ("resnet18", "resnet50", "mobilenet_v2"):
+        cells = []
+        for tool in (
+            "netsculpt",
+            "Torch-Pruning",
+            "netsculpt + BN fold",
+            "Torch-Pruning + BN fold",
+        ):
+            try:
+                r = row("speedup", b, model=model, tool=tool)
+            except Missing:
+                continue
+            if r["tool"] != tool:
+                continue
+            cells.append(f"{tool} {r['speed-up ÷ ideal b=16']}")
+        parts.append(f"{model}: " + ", ".join(cells))
+    return (
+        "**Real speed-up** (`speedup.py`, speed-up ÷ ideal at batch 16, the fold rows against "
+        "the folded original): " + "; ".join(parts) + "."
+    )
+
+
+def heal(b: str) -> str:
+    won = find("heal", b, r"netsculpt's mean is ≥ Torch-Pruning's in (\d+) of (\d+)")
+    base = find("heal", b, r"Unpruned test accuracy: ([\d.]+ ± [\d.]+) %")
+    cells = []
+    for t in tables(b):
+        for r in t:
+            if "best netsculpt (val)" in r:
+                cells.append(
+                    f"{r['MACs budget']} MACs: {r['best netsculpt (val)']} vs "
+                    f"{r['best Torch-Pruning (val)']}, task heal Δ {r['task heal: Δ test, seeds won']}"
+                )
+    return (
+        f"**Accuracy after healing** (`heal_vs_torch_pruning.py`, 1-D CNN on mnist1d, unpruned "
+        f"{base[1]} %, 3 seeds, Torch-Pruning with L2, Taylor and activation, each tool's "
+        f"configuration chosen on validation): netsculpt's mean ≥ Torch-Pruning's in "
+        f"**{won[1]} of {won[2]}** cells; " + "; ".join(cells) + " (paired, seeds won)."
+    )
+
+
+def cut_grow(b: str) -> str:
+    verdict = find("cut_grow", b, r"Issue 3 acceptance [^:]*: (.*?)\.\n")[1]
+    return f"**Layer removal** (`cut_grow.py`, 12-block residual CNN on mnist1d): {verdict}."
+
+
+def merge(b: str) -> str:
+    p = row("merge", b, model="planted: Net2Wider copies", **{"threshold (cos dist)": "0.01"})
+    w = row("merge", b, model="trained wide", **{"threshold (cos dist)": "0.5"})
+
+    def say(r: dict) -> str:
+        return (
+            f"merge {r['acc merge']} vs dropping the merged units {r['acc drop merged units']}, "
+            f"L2 prune {r['acc L2 prune (params)'].split()[0]}, activation prune "
+            f"{r['acc activation prune (params)'].split()[0]} at {r['params']} params"
+        )
+
+    return (
+        "**Neuron merge** (`merge.py`, digits MLP, no fine-tuning): on planted Net2Wider copies "
+        f"(threshold 0.01) {say(p)}; on a wide MLP trained from scratch (threshold 0.5) {say(w)}."
+    )
+
+
+def transformers(b: str) -> str:
+    parts = []
+    for model in ("llama", "gpt2"):
+        sub = find("transformers", b, rf"\*\*{model}\*\*(.*?)(?=\n\*\*\w+\*\* \(|\Z)")[1]
+        ours = row("transformers", sub, method="netsculpt prune 30% heads + MLP (l2")
+        tp = row("transformers", sub, method="Torch-Pruning")
+        dense = find("transformers", sub, r"dense perplexity \*\*([\d.]+)\*\*")[1]
+        theirs = (
+            f"Torch-Pruning's LLM recipe {tp['ppl (no heal)']} → {tp['ppl (healed)']}"
+            if not tp["ppl (no heal)"].startswith("failed")
+            else "Torch-Pruning's LLM recipe fails"
+        )
+        parts.append(
+            f"{model} (dense {dense}): netsculpt 30% heads + MLP {ours['ppl (no heal)']} → "
+            f"{ours['ppl (healed)']} after the same heal, {theirs}"
+        )
+    return "**LLM width pruning** (`hf_llm.py`, perplexity, one seed): " + "; ".join(parts) + "."
+
+
+def detection(b: str) -> str:
+    rows = [r for t in tables(b) for r in t if "detector" in r]
+    same = sum(r["structure"] == "same" and r["reload"] == "same" for r in rows)
+    ratios = [float(re.search(r"\(([\d.]+)\)", r["params before → after"])[1]) for r in rows]
+    return (
+        f"**Detection** (`detection.py`, `scope=`): {same} of {len(rows)} torchvision detectors "
+        f"pruned at 0.3 keep their output structure and reload; params ×{min(ratios):.2f}–"
+        f"×{max(ratios):.2f}."
+    )
+
+
+def rnn(b: str) -> str:
+    parts = []
+    for model in ("GRU 64", "LSTM 64", "LSTM 64 ×2 layers, bidirectional"):
+        o = row("rnn", b, model=model, method="original")
+        r = row("rnn", b, model=model, method="l2")
+        parts.append(
+            f"{model} {o['test acc after heal'].split()[0]} → {r['test acc after heal'].split()[0]}"
+        )
+    tp = row("rnn", b, method="Torch-Pruning")["hidden"]
+    return (
+        "**RNN hidden units** (`rnn.py`, digits as rows, 50% of the hidden units, same heal): "
+        + ", ".join(parts)
+        + f"; Torch-Pruning's LSTM pruner: {tp}."
+    )
+
+
+def llama7b_meta(b: str) -> str:
+    r = tables(b)[0][0]
+    return (
+        f"**LLaMA-7B on meta** (`llama7b_meta.py`): {r['params']} params, graph, groups and "
+        f"blocks in {r['total']} at {r['peak RSS']} peak RSS."
+    )
+
+
+def default_importance(b: str) -> str:
+    best = find("default-importance", b, r"Best mean validation accuracy: \*\*(\w+)\*\*")[1]
+    means = {r["importance"]: r["mean val"] for t in tables(b) for r in t if "importance" in r}
+    return (
+        f"**Default importance with data** (`default_importance.py`, chosen on validation): "
+        f"{best} (" + ", ".join(f"{k} {v}" for k, v in means.items()) + " mean val %)."
+    )
+
+
+BULLETS: list[tuple[str, Callable[[str], str]]] = [
+    ("zoo", zoo),
+    ("timm-zoo", timm_zoo),
+    ("detection", detection),
+    ("rnn", rnn),
+    ("speedup", speedup),
+    ("heal", heal),
+    ("default-importance", default_importance),
+    ("cut_grow", cut_grow),
+    ("merge", merge),
+    ("transformers", transformers),
+    ("llama7b-meta", llama7b_meta),
+]
+
+
+def render(results: str) -> str:
+    found = sections(results)
+    lines = [
+        BEGIN,
+        "<!-- generated by benchmarks/measured.py from benchmarks/RESULTS.md; do not edit -->",
+    ]
+    for name, fn in BULLETS:
+        if name in found:
+            lines.append(f"- {fn(found[name])} _[{name}, `{commit(name, found[name])}`]_")
+    return "\n".join([*lines, END])
+
+
+def updated(readme: str, results: str) -> str:
+    if BEGIN not in readme or END not in readme:
+        raise Missing(f"README.md has no {BEGIN} ... {END} block")
+    head, rest = readme.split(BEGIN, 1)
+    return head + render(results) + rest.split(END, 1)[1]
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--check", action="store_true", help="exit 1 if README.md is out of date")
+    args = ap.parse_args()
+    readme, results = README.read_text(), RESULTS.read_text()
+    try:
+        new = updated(readme, results)
+    except Missing as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if args.check:
+        if new != readme:
+            print("README.md's measured list differs from benchmarks/RESULTS.md", file=sys.stderr)
+            return 1
+        return 0
+    README.write_text(new)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
