@@ -27,6 +27,8 @@ Smoke runs:
   Torch-Pruning rows.
 - ``optimize.py``: ``--smoke`` (2 blocks of width 16, one epoch, no Torch-Pruning) still trains
   the CNN and runs three searches with latency bisections (3 min on this machine).
+- ``measured.py``: not a measurement; ``tests/benchmarks/test_measured.py`` runs its function
+  on RESULTS.md and README.md directly.
 - ``merge.py``: ``--quick`` still measures resnet50 / mobilenet_v2 latencies and trains the
   digits and mnist1d models of all four tables (minutes).
 - ``speedup.py``: the measurement is repeated CPU latency at 224×224, batch 1 and 16; even
@@ -57,6 +59,7 @@ SCRIPTS: dict[str, tuple[str, str] | None] = {
         "| netsculpt 2:4 (Wanda) |",
     ),
     "llama7b_meta.py": ("--layers 2", "| params | build model |"),
+    "measured.py": None,
     "merge.py": None,
     "optimize.py": None,
     "speedup.py": None,
