@@ -34,6 +34,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from netsculpt.core.progress import track
 from netsculpt.errors import InputError, VerificationError
 from netsculpt.report import Report, Snapshot, layer_sizes
 
@@ -79,7 +80,7 @@ def _file_keys(shards: list[Path]) -> dict[str, Path]:
     from safetensors import safe_open
 
     where: dict[str, Path] = {}
-    for path in shards:
+    for path in track(shards, "index shards"):
         with safe_open(str(path), framework="pt") as f:
             for key in _keys(f):
                 where[key] = path
@@ -226,7 +227,7 @@ def _stream(
     """Read every tensor once, pass it through ``edit`` (None drops it), write the result."""
     from safetensors import safe_open
 
-    for path in shards:
+    for path in track(shards, "write shards"):
         with safe_open(str(path), framework="pt") as f:
             for key in _keys(f):
                 out = edit(key, f.get_tensor(key))
@@ -363,7 +364,7 @@ def streamed_scores(
                 )
             wanted[key].append((g.id, i, m.dim))
     values: dict[tuple[int, int], np.ndarray] = {}
-    for path in shards:
+    for path in track(shards, "score shards"):
         with safe_open(str(path), framework="pt") as f:
             for key in _keys(f):
                 if key in wanted:
