@@ -92,3 +92,36 @@ def add_config_arguments(parser, op: str, names: list[str], group_titles=None) -
 def config_overrides(args, names: list[str]) -> dict[str, Any]:
     """The config fields the user set on the command line (unset flags are left out)."""
     return {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
+
+
+def add_latency_argument(parser: argparse.ArgumentParser) -> None:
+    """``--latency``: time the model before and after the op (the report's latency column)."""
+    parser.add_argument(
+        "--latency",
+        action="store_true",
+        help="measure CPU latency before and after (median of 10 forward passes, 2 threads)",
+    )
+
+
+def measure_before(args, model, example_inputs):
+    """With ``--latency``: the model's Snapshot (params, MACs, latency, size) before the op."""
+    if not getattr(args, "latency", False):
+        return None
+    from netsculpt.core import progress
+    from netsculpt.report import Snapshot
+
+    with progress.step("latency before"):
+        return Snapshot.of(model, example_inputs, latency=True)
+
+
+def measure_after(report, before, model, example_inputs) -> None:
+    """Fill the report's unmeasured fields (latency, size) from ``before`` and a new Snapshot."""
+    if before is None:
+        return
+    from netsculpt.core import progress
+    from netsculpt.report import Snapshot
+
+    with progress.step("latency after"):
+        after = Snapshot.of(model, example_inputs, latency=True)
+    report.before = report.before.fill(before)
+    report.after = report.after.fill(after)

@@ -23,9 +23,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from rich.console import Console
-    from rich.table import Table
 
     import netsculpt as ns
+    from netsculpt.report.console import groups_table
 
     model, example_inputs, _ = load_model(args.model)
     data = calibration(args.data)
@@ -33,25 +33,9 @@ def run(args: argparse.Namespace) -> int:
         model, example_inputs, data=data, importance=args.importance, blocks=args.blocks or None
     )
     console = Console()
-    table = Table(title=f"channel groups of {args.model}")
-    for col in ("group", "kind", "size", "prunable", "coupled modules", f"{args.importance}"):
-        table.add_column(col)
+    title = f"channel groups of {args.model}"
+    console.print(groups_table(report.details["groups"], args.importance, title, args.all))
     rows = report.details["groups"]
-    for r in rows:
-        if not r["prunable"] and not args.all:
-            continue
-        mods = r["coupled"]
-        coupled = ", ".join(mods[:3]) + (f" +{len(mods) - 3}" if len(mods) > 3 else "")
-        score = r.get(f"{args.importance}_mean")
-        table.add_row(
-            str(r["group"]),
-            r["kind"],
-            str(r["size"]),
-            "yes" if r["prunable"] else f"no: {r['why_protected']}",
-            coupled,
-            "–" if score is None else f"{score:.4g}",
-        )
-    console.print(table)
     n_prot = sum(not r["prunable"] for r in rows)
     console.print(
         f"{len(rows) - n_prot} prunable groups, {n_prot} protected "
@@ -65,31 +49,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _blocks(console, rows, plot) -> None:
-    from rich.table import Table
+    from netsculpt.report.console import blocks_table
 
-    crit = (
-        [
-            k
-            for k in rows[0]
-            if k
-            not in ("block", "kind", "params", "macs", "in_shape", "out_shape", "removable", "how")
-        ]
-        if rows
-        else []
-    )
-    table = Table(title="blocks")
-    for col in ["block", "kind", "params", "MACs", *crit, "removal"]:
-        table.add_column(col)
-    for r in rows:
-        table.add_row(
-            r["block"],
-            r["kind"],
-            f"{r['params']:,}",
-            f"{r['macs']:,}",
-            *[f"{r[c]:.4g}" if isinstance(r[c], float) else str(r[c]) for c in crit],
-            str(r["how"]),
-        )
-    console.print(table)
+    console.print(blocks_table(rows, console.width))
     if plot and rows:
         from netsculpt.importance.blocks import plot_block_scores
 

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import argparse
 
-from netsculpt.cli._common import add_model_argument, check_output, write_report
+from netsculpt.cli._common import (
+    add_latency_argument,
+    add_model_argument,
+    check_output,
+    measure_after,
+    measure_before,
+    write_report,
+)
 
 NAME = "cut"
 HELP = "Remove whole blocks / layers whose measured effect on the output is small (剪切)."
@@ -30,6 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="do not re-estimate BatchNorm running statistics on --data after the cut",
     )
     parser.add_argument("--report", help="also write the report to this .json or .html file")
+    add_latency_argument(parser)
 
 
 def _names(text: str | None) -> tuple[str, ...]:
@@ -44,20 +52,25 @@ def run(args: argparse.Namespace) -> int:
     check_output(args.report, suffixes=(".json", ".html"))
     model, example_inputs, source = resolve_model(args.model)
     data = make_loader(load_dataset(args.data, "train"), 128, True) if args.data else None
-    report = cut(
-        model,
-        example_inputs,
-        data=data,
-        threshold=args.threshold,
-        count=args.count,
-        blocks=_names(args.blocks),
-        criterion=args.criterion,
-        iterative=args.iterative,
-        bridge=args.bridge,
-        protect=_names(args.protect),
-        max_batches=args.batches,
-        recalibrate_bn=not args.keep_bn_stats,
-    )
+    from netsculpt.core import progress
+
+    before = measure_before(args, model, example_inputs)
+    with progress.step(f"cut {args.model}"):
+        report = cut(
+            model,
+            example_inputs,
+            data=data,
+            threshold=args.threshold,
+            count=args.count,
+            blocks=_names(args.blocks),
+            criterion=args.criterion,
+            iterative=args.iterative,
+            bridge=args.bridge,
+            protect=_names(args.protect),
+            max_batches=args.batches,
+            recalibrate_bn=not args.keep_bn_stats,
+        )
+    measure_after(report, before, model, example_inputs)
     print(report)
     save(model, args.output, source=source)
     write_report(report, args.report)

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import argparse
 
-from netsculpt.cli._common import add_model_argument, check_output, write_report
+from netsculpt.cli._common import (
+    add_latency_argument,
+    add_model_argument,
+    check_output,
+    measure_after,
+    measure_before,
+    write_report,
+)
 
 NAME = "grow"
 HELP = "Insert layers or widen them where the effect is large, function-preserving (增加层)."
@@ -24,6 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--trainable", default="all", choices=("all", "new"))
     parser.add_argument("--batches", type=int, default=8, help="calibration batches (default 8)")
     parser.add_argument("--report", help="also write the report to this .json or .html file")
+    add_latency_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -35,19 +43,24 @@ def run(args: argparse.Namespace) -> int:
     model, example_inputs, source = resolve_model(args.model)
     data = make_loader(load_dataset(args.data, "train"), 128, True) if args.data else None
     where = args.where if args.where == "auto" else [n.strip() for n in args.where.split(",")]
-    report = grow(
-        model,
-        example_inputs,
-        kind=args.kind,
-        where=where,
-        data=data,
-        count=args.count,
-        threshold=args.threshold,
-        criterion=args.criterion,
-        factor=args.factor,
-        trainable=args.trainable,
-        max_batches=args.batches,
-    )
+    from netsculpt.core import progress
+
+    before = measure_before(args, model, example_inputs)
+    with progress.step(f"grow {args.model}"):
+        report = grow(
+            model,
+            example_inputs,
+            kind=args.kind,
+            where=where,
+            data=data,
+            count=args.count,
+            threshold=args.threshold,
+            criterion=args.criterion,
+            factor=args.factor,
+            trainable=args.trainable,
+            max_batches=args.batches,
+        )
+    measure_after(report, before, model, example_inputs)
     print(report)
     save(model, args.output, source=source)
     write_report(report, args.report)

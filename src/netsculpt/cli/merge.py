@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import argparse
 
-from netsculpt.cli._common import add_model_argument, check_output, write_report
+from netsculpt.cli._common import (
+    add_latency_argument,
+    add_model_argument,
+    check_output,
+    measure_after,
+    measure_before,
+    write_report,
+)
 from netsculpt.errors import InputError
 
 NAME = "merge"
@@ -31,6 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--no-folds", action="store_true", help="skip the exact folds")
     parser.add_argument("--report", help="also write the report to this .json or .html file")
+    add_latency_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -45,15 +53,20 @@ def run(args: argparse.Namespace) -> int:
             f"{args.model}: no example inputs known for this model; use the Python API"
         )
     data = load_dataset(args.data, "val") if args.data else None
-    report = merge(
-        model,
-        example_inputs,
-        neurons=args.neurons,
-        blocks=args.blocks,
-        threshold=args.threshold,
-        data=data,
-        folds=not args.no_folds,
-    )
+    from netsculpt.core import progress
+
+    before = measure_before(args, model, example_inputs)
+    with progress.step(f"merge {args.model}"):
+        report = merge(
+            model,
+            example_inputs,
+            neurons=args.neurons,
+            blocks=args.blocks,
+            threshold=args.threshold,
+            data=data,
+            folds=not args.no_folds,
+        )
+    measure_after(report, before, model, example_inputs)
     print(report)
     save(model, args.output, source=source)
     write_report(report, args.report)

@@ -9,11 +9,14 @@ import argparse
 
 from netsculpt.cli._common import (
     add_config_arguments,
+    add_latency_argument,
     add_model_argument,
     calibration,
     check_output,
     config_overrides,
     load_model,
+    measure_after,
+    measure_before,
     write_report,
 )
 
@@ -48,6 +51,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", help="calibration data for taylor / activation (digits, ...)")
     parser.add_argument("--ignore", nargs="*", default=[], help="module name patterns to keep")
     parser.add_argument("--report", help="also write the report to this .json or .html file")
+    add_latency_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -64,7 +68,12 @@ def run(args: argparse.Namespace) -> int:
         options["remove_dead"] = False
     if args.ignore:
         options["ignore"] = args.ignore
-    report = ns.prune(model, example_inputs, data=calibration(args.data), **options)
+    from netsculpt.core import progress
+
+    before = measure_before(args, model, example_inputs)
+    with progress.step(f"prune {args.model}"):
+        report = ns.prune(model, example_inputs, data=calibration(args.data), **options)
+    measure_after(report, before, model, example_inputs)
     print(report)
     for note in report.notes:
         print(f"note: {note}")
