@@ -137,17 +137,21 @@ def _print_table(rows: list[dict]) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    from netsculpt.report.console import COMPACT_BELOW, change
+
+    console = Console()
+    compact = console.width < COMPACT_BELOW
     table = Table(title="netsculpt demo: before → after (digits test set, CPU, 1 thread)")
-    for col in ("model", "steps", "params", "MACs", "latency (ms)", "accuracy"):
-        table.add_column(col)
+    for col in ("model", "steps", "params", "MACs", "latency", "accuracy"):
+        table.add_column(col, justify="left" if col in ("model", "steps") else "right")
     for r in rows:
         b, a = r["before"], r["after"]
         table.add_row(
             r["model"],
             r["ops"],
-            f"{b['params']:,} → {a['params']:,} (×{a['params'] / b['params']:.2f})",
-            f"{b['macs']:,} → {a['macs']:,} (×{a['macs'] / b['macs']:.2f})",
-            f"{b['latency_ms']:.3f} → {a['latency_ms']:.3f}",
-            f"{b['accuracy']:.3f} → {a['accuracy']:.3f}",
+            change(b["params"], a["params"], "params", stacked=compact),
+            change(b["macs"], a["macs"], "macs", stacked=compact),
+            change(b["latency_ms"], a["latency_ms"], "latency_ms", stacked=compact),
+            change(b["accuracy"], a["accuracy"], "metric", stacked=compact),
         )
-    Console().print(table)
+    console.print(table)

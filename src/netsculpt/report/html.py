@@ -27,6 +27,7 @@ th { background: #f3f3f3; }
 pre { background: #f7f7f7; padding: 8px; overflow-x: auto; max-height: 300px; }
 img { max-width: 100%; display: block; margin: 1em 0; }
 .note { color: #555; }
+.config { font-family: ui-monospace, monospace; font-size: 0.85em; color: #333; }
 td.text, th.text { text-align: left; }
 """
 
@@ -63,12 +64,14 @@ def _summary_rows(rep: Report) -> list[list[str]]:
 
 
 def _summary(rep: Report) -> str:
-    """The summary table; the sparsity column only when a step zeroed weights."""
-    header = ["op"] + [HEADERS[c] for c in COLUMNS] + ["sparsity", "metric"]
+    """The summary table; columns nobody measured (all "–") are left out, as on the console."""
+    snaps = [rep.before, rep.after] + [s for r in rep.steps for s in (r.before, r.after)]
+    names = {s.metric_name for s in snaps if s.metric_name}
+    metric = names.pop() if len(names) == 1 else "metric"
+    header = ["op"] + [HEADERS[c] for c in COLUMNS] + ["sparsity", metric]
     rows = _summary_rows(rep)
-    if all(r[-2] == "–" for r in rows):
-        header, rows = header[:-2] + header[-1:], [r[:-2] + r[-1:] for r in rows]
-    return _table(header, rows, "summary")
+    keep = [i for i in range(len(header)) if i < 2 or any(r[i] != "–" for r in rows)]
+    return _table([header[i] for i in keep], [[r[i] for i in keep] for r in rows], "summary")
 
 
 def _modules_label(mods: list[str], most: int = 2) -> str:
@@ -139,15 +142,15 @@ def _blocks_table(rows: list[dict[str, Any]]) -> str:
     return _table(header, body, "blocks", ("kind", "removal"))
 
 
-def _detail_tables(rep: Report) -> list[str]:
+def _detail_tables(rep: Report, h: str = "h3") -> list[str]:
     d = rep.details if isinstance(rep.details, dict) else {}
     out = []
     groups = [r for r in d.get("groups") or [] if isinstance(r, dict) and "group" in r]
     if groups:
-        out += ["<h3>Channel groups</h3>", _groups_table(groups)]
+        out += [f"<{h}>Channel groups</{h}>", _groups_table(groups)]
     blocks = [r for r in d.get("blocks") or [] if isinstance(r, dict) and "block" in r]
     if blocks:
-        out += ["<h3>Blocks (effect of removing each)</h3>", _blocks_table(blocks)]
+        out += [f"<{h}>Blocks (effect of removing each)</{h}>", _blocks_table(blocks)]
     return out
 
 
@@ -274,7 +277,7 @@ def plot_block_sensitivity(rows: list[dict[str, Any]]) -> str | None:
         ax.invert_yaxis()
         ax.set_title(c, fontsize=9)
         ax.tick_params(axis="x", labelsize=7)
-    fig.suptitle("block sensitivity (higher: removing it hurts more)", fontsize=11, y=1.02)
+    fig.suptitle("block sensitivity (higher: removing it hurts more)", fontsize=11, y=1.07)
     return _png(fig)
 
 
@@ -338,10 +341,15 @@ def _step_section(i: int | None, rep: Report) -> str:
     title = rep.op if i is None else f"{i + 1}. {rep.op}"
     parts = [f"<h3>{_esc(title)}</h3>"]
     if rep.config:
-        parts.append(f"<pre>{_esc(json.dumps(jsonable(rep.config), indent=1))}</pre>")
+        config = jsonable(rep.config)
+        set_ = {k: v for k, v in config.items() if v not in (None, False, [], {}, "")}
+        shown = " · ".join(f"{k}={json.dumps(v)}" for k, v in set_.items())
+        parts.append(f'<p class="config">{_esc(shown)}</p>')
+        full = json.dumps(config, indent=1)
+        parts.append(f"<details><summary>config</summary><pre>{_esc(full)}</pre></details>")
     parts += [f'<p class="note">{_esc(n)}</p>' for n in rep.notes]
     if i is not None:
-        parts += _detail_tables(rep)
+        parts += _detail_tables(rep, "h4")
     details = {k: v for k, v in jsonable(rep.details).items() if k != "scores"}
     if details:
         text = json.dumps(details, indent=1)
