@@ -66,7 +66,7 @@ def set_level(value: int | str | None) -> int:
     """Set the level for this process and its children (``None``: undo, back to the level the
     environment gave before).
 
-    >>> set_level("quiet"); level()
+    >>> _ = set_level("quiet"); level()
     0
     >>> set_level(None) in (0, 1, 2)
     True
