@@ -6,7 +6,7 @@ PIP    := $(PY) -m pip
 # torch and torchvision are pinned as a pair: this pair installs from the local wheel cache.
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: install install-test demo demo-minilm screenshots test lint format bench clean
+.PHONY: install install-test demo demo-minilm screenshots test test-keras-tf lint format bench clean
 
 $(VENV)/.base: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -21,6 +21,15 @@ $(VENV)/.test: $(VENV)/.base pyproject.toml
 
 $(VENV)/.bench: $(VENV)/.test pyproject.toml
 	$(PIP) install -q -e '.[bench]'
+	touch $@
+
+# The Keras tests on the TensorFlow backend, in their own venv (the main one stays TF-free).
+VENV_TF := .venv-tf
+$(VENV_TF)/.keras-tf: pyproject.toml
+	test -x $(VENV_TF)/bin/python || $(PYTHON) -m venv $(VENV_TF)
+	$(VENV_TF)/bin/python -m pip install -q --upgrade pip
+	$(VENV_TF)/bin/python -m pip install -q torch==2.14.1 'tensorflow-cpu==2.21.*' keras==3.15.0
+	$(VENV_TF)/bin/python -m pip install -q -e '.[keras]' pytest
 	touch $@
 
 install: $(VENV)/.base
@@ -46,11 +55,16 @@ screenshots: $(VENV)/.base
 test: $(VENV)/.test
 	$(VENV)/bin/ruff check src tests benchmarks examples
 	$(VENV)/bin/ruff format --check src tests benchmarks examples
+	$(VENV)/bin/lint-imports
 	$(VENV)/bin/pytest -n 2 --dist loadgroup
+
+test-keras-tf: $(VENV_TF)/.keras-tf
+	KERAS_BACKEND=tensorflow $(VENV_TF)/bin/python -m pytest -p no:cacheprovider tests/keras
 
 lint: $(VENV)/.test
 	$(VENV)/bin/ruff check src tests benchmarks examples
 	$(VENV)/bin/ruff format --check src tests benchmarks examples
+	$(VENV)/bin/lint-imports
 
 format: $(VENV)/.test
 	$(VENV)/bin/ruff format src tests benchmarks examples
@@ -61,4 +75,4 @@ bench: $(VENV)/.bench
 	$(PY) benchmarks/speedup.py
 
 clean:
-	rm -rf $(VENV) build dist src/*.egg-info
+	rm -rf $(VENV) $(VENV_TF) build dist src/*.egg-info

@@ -7,10 +7,10 @@ bridge vs no bridge. Writes its tables into benchmarks/RESULTS.md (section cut_g
 
 from __future__ import annotations
 
+import argparse
 import copy
 import functools
 import statistics
-import sys
 import time
 
 import torch
@@ -197,7 +197,7 @@ def cut_rows(width: str, seeds: tuple = CUT_SEEDS, n: int = 3, draws: int = 3) -
     torch.set_num_threads(1)
     x = torch.randn(1, 40)
     data = calib("mnist1d")
-    default = CutConfig().criterion
+    default = CutConfig().importance
     rules = cut_rules(default)
     res: dict[str, list] = {label: [] for label, _ in rules}
     res["random"], res["original"], res["control"] = [], [], []
@@ -240,7 +240,7 @@ def _per_seed(rows: list[dict], k: int) -> list[tuple]:
 
 
 def cut_table(width: str, res: dict, seeds: tuple = CUT_SEEDS) -> tuple[str, str]:
-    default = f"{CutConfig().criterion} (default)"
+    default = f"{CutConfig().importance} (default)"
     orig, ctrl = res["original"], res["control"]
     rows = [
         f"| original (12 blocks) | – | {orig[0]['params']:,} | "
@@ -440,9 +440,15 @@ CUT_PROTOCOL = (
 def main() -> None:
     from concurrent.futures import ProcessPoolExecutor
 
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--jobs", type=int, default=1, help="processes (the two cut widths run apart)")
+    ap.add_argument("--no-write", action="store_true", help="print only, leave RESULTS.md")
+    args = ap.parse_args()
     torch.set_num_threads(1)
     t0 = time.time()
-    jobs = int(sys.argv[sys.argv.index("--jobs") + 1]) if "--jobs" in sys.argv else 1
+    jobs = args.jobs
     with ProcessPoolExecutor(jobs) as pool:
         futures = {w: pool.submit(cut_rows, w) for w in WIDTHS}
         grow, bridge = grow_table(), bridge_table()
@@ -464,7 +470,7 @@ def main() -> None:
     ]  # fmt: skip
     section = "\n".join(parts)
     print(section)
-    if "--no-write" not in sys.argv:
+    if not args.no_write:
         write_section("cut_grow", section)
 
 

@@ -1,11 +1,13 @@
 """LLaMA-7B-shaped config (LlamaConfig defaults) on the meta device: structure graph, groups and
 blocks without materializing weights. Measures wall time and peak RSS of this process.
 
-Run: ``.venv/bin/python benchmarks/llama7b_meta.py`` (prints one Markdown table row).
+Run: ``.venv/bin/python benchmarks/llama7b_meta.py`` (prints one Markdown table row; writes
+nothing). ``--layers 2`` keeps the 7B widths with 2 decoder layers instead of 32 (a smoke run).
 """
 
 from __future__ import annotations
 
+import argparse
 import resource
 import time
 import warnings
@@ -14,6 +16,12 @@ import torch
 
 
 def main() -> None:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--layers", type=int, default=None,
+                    help="decoder layers (default: LlamaConfig's 32)")  # fmt: skip
+    args = ap.parse_args()
     warnings.filterwarnings("ignore")
     torch.set_num_threads(1)
     from transformers import LlamaConfig, LlamaForCausalLM
@@ -22,7 +30,8 @@ def main() -> None:
     from netsculpt.graph.blocks import find_blocks
 
     t0 = time.perf_counter()
-    cfg = LlamaConfig()  # 4096 hidden, 32 layers, 32 heads, 11008 MLP, 32000 vocab
+    # 4096 hidden, 32 layers, 32 heads, 11008 MLP, 32000 vocab
+    cfg = LlamaConfig() if args.layers is None else LlamaConfig(num_hidden_layers=args.layers)
     with torch.device("meta"):
         model = LlamaForCausalLM(cfg).eval()
     params = sum(p.numel() for p in model.parameters())

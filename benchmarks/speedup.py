@@ -3,13 +3,15 @@
 resnet18, resnet50, mobilenet_v2 (random init) at amount=0.5 with L2 importance; Torch-Pruning
 1.6.1 with ``pruning_ratio=0.5``, ``GroupMagnitudeImportance(p=2)``, classifier ignored. For each:
 MACs, params, CPU latency at batch 1 and 16 (2 threads, median of 15 after warm-up), speed-up ÷
-ideal (ideal = MACs ratio) and the seconds of analysis + pruning.
+ideal (ideal = MACs ratio) and the seconds of analysis + pruning. Writes the ``speedup`` section of
+``benchmarks/RESULTS.md``.
 
-    python benchmarks/speedup.py
+    python benchmarks/speedup.py [--models resnet18 ...] [--no-torch-pruning]
 """
 
 from __future__ import annotations
 
+import argparse
 import copy
 import statistics
 import time
@@ -87,12 +89,16 @@ def _interleaved(models: dict, batch: int, rounds: int = 3) -> dict[str, float]:
 
 
 def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--models", nargs="+", default=list(MODELS), help="torchvision model names")
+    ap.add_argument("--no-torch-pruning", action="store_true", help="netsculpt rows only")
+    args = ap.parse_args()
     import torchvision
 
     torch.set_num_threads(THREADS)
     x1 = torch.randn(1, 3, 224, 224)
     rows = []
-    for name in MODELS:
+    for name in args.models:
         torch.manual_seed(0)
         base = torchvision.models.get_model(name, weights=None).eval()
         macs0 = count_macs(base, x1)
@@ -100,17 +106,19 @@ def main() -> None:
         tools = (("netsculpt", prune_ours), ("Torch-Pruning", prune_tp),
                  ("netsculpt + BN fold", prune_fold))  # fmt: skip
         for tool, fn in tools:
+            if tool == "Torch-Pruning" and args.no_torch_pruning:
+                continue
             model = copy.deepcopy(base)
             secs[tool] = fn(model)
             pruned[tool] = model.eval()
-        same = [tuple(p.shape) for p in pruned["netsculpt"].parameters()] == [
-            tuple(p.shape) for p in pruned["Torch-Pruning"].parameters()
-        ]
+        same = "Torch-Pruning" in pruned and [
+            tuple(p.shape) for p in pruned["netsculpt"].parameters()
+        ] == [tuple(p.shape) for p in pruned["Torch-Pruning"].parameters()]
         lat = {b: _interleaved({"base": base, **pruned}, b) for b in (1, 16)}
         for tool, model in pruned.items():
             macs = count_macs(model, x1)
             ideal = macs0 / macs
-            same_row = same if tool != "netsculpt + BN fold" else None
+            same_row = same if tool != "netsculpt + BN fold" and not args.no_torch_pruning else None
             row = {"model": name, "tool": tool, "macs": (macs0, macs), "same": same_row,
                    "params": (sum(p.numel() for p in base.parameters()),
                               sum(p.numel() for p in model.parameters())),
@@ -140,7 +148,12 @@ def table(rows) -> str:
         "in the same run on the same machine. 'netsculpt + BN fold' adds `ns.merge` (exact "
         "BatchNorm folds) after the same pruning: the deployment path, not the like-for-like "
         "comparison. Where both tools produce the same architecture (shape for shape), the "
-        "difference between their rows is measurement noise of this shared 2-core machine.",
+        "difference between their rows is measurement noise of this shared 2-core machine."
+        + (
+            ""
+            if any(r["tool"] == "Torch-Pruning" for r in rows)
+            else " (Torch-Pruning rows not run: --no-torch-pruning.)"
+        ),
         "",
         "| model | tool | params | MACs | ms b=1 | ms b=16 | speed-up ÷ ideal b=1 | "
         "speed-up ÷ ideal b=16 | analysis + prune s | same architecture as the other tool |",

@@ -96,12 +96,12 @@ def _try(fn, name):
 
 
 def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--only", nargs="*", help="these models only (default: every classifier)")
+    p.add_argument("--no-torch-pruning", action="store_true", help="netsculpt column only")
+    args = p.parse_args()
     import torchvision
 
-    p = argparse.ArgumentParser()
-    p.add_argument("--only", nargs="*")
-    p.add_argument("--no-torch-pruning", action="store_true")
-    args = p.parse_args()
     torch.set_num_threads(2)
     names = args.only or torchvision.models.list_models(module=torchvision.models)
     try:

@@ -18,17 +18,13 @@ from typing import Any
 __version__ = "0.1.0"
 
 # verbs made from the op registry (netsculpt.engine.registry): name -> op name
-_VERBS = {"prune"}
+_VERBS = {"prune", "cut", "grow", "merge", "analyze", "optimize"}
 # public name -> module that defines it
 _EXPORTS = {
     "apply": "netsculpt.engine.verbs",
     "Plan": "netsculpt.core.plan",
     "Action": "netsculpt.core.plan",
-    "cut": "netsculpt.ops.cut",
-    "grow": "netsculpt.ops.grow",
-    "merge": "netsculpt.ops.merge",
     "merge_models": "netsculpt.ops.merge_models",
-    "analyze": "netsculpt.ops.analyze",
     "heal": "netsculpt.heal",
     "evaluate": "netsculpt.measure.evaluate",
     "measure": "netsculpt.measure",
@@ -40,7 +36,7 @@ _EXPORTS = {
     "capture": "netsculpt.graph",
     "build_graph": "netsculpt.graph",
     "Report": "netsculpt.report",
-    "NetsculptError": "netsculpt.errors",
+    "NetsculptError": "netsculpt.core.errors",
 }
 
 __all__ = sorted(set(_EXPORTS) | _VERBS)

@@ -1,23 +1,22 @@
-"""Errors netsculpt raises on purpose. Each message says what went wrong and where, in one line."""
+"""Errors netsculpt raises on purpose (defined in :mod:`netsculpt.core.errors`; this module
+keeps the public import path ``netsculpt.errors``)."""
 
-from __future__ import annotations
+from netsculpt.core.errors import (
+    CaptureError,
+    InputError,
+    ManifestError,
+    NetsculptError,
+    UnsafeFileError,
+    UnsupportedOpError,
+    VerificationError,
+)
 
-
-class NetsculptError(ValueError):
-    """Base class: the CLI prints the message on one line and exits with status 2."""
-
-
-class InputError(NetsculptError):
-    """Bad user input: a file, a model, an example input, an option value."""
-
-
-class CaptureError(NetsculptError):
-    """torch.export could not capture the model on the example inputs."""
-
-
-class UnsupportedOpError(NetsculptError):
-    """An ATen op in the graph has no channel rule; names the op, the module and the remedy."""
-
-
-class VerificationError(NetsculptError):
-    """An edit broke the model (wrong output shape / values); the model was restored."""
+__all__ = [
+    "CaptureError",
+    "InputError",
+    "ManifestError",
+    "NetsculptError",
+    "UnsafeFileError",
+    "UnsupportedOpError",
+    "VerificationError",
+]

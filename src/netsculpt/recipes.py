@@ -32,10 +32,10 @@ from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 from torch import nn
 
 from netsculpt.core import progress as _progress
-from netsculpt.errors import InputError, NetsculptError
+from netsculpt.core.errors import InputError, NetsculptError
 from netsculpt.report import Report, Snapshot, layer_sizes
 
-STRUCTURE_OPS = ("prune", "cut", "merge", "grow")  # the op registry's verbs that edit
+STRUCTURE_OPS = ("prune", "cut", "merge", "grow", "optimize")  # the op registry's verbs that edit
 DATA_OPS = ("heal", "evaluate", "train")  # train: heal from the task loss, e.g. a random init
 # name -> callable; entries here win over the package's own verbs (tests register fakes here)
 OPS: dict[str, Callable[..., Any]] = {}
@@ -187,7 +187,7 @@ def _check_op_options(name: str, options: dict[str, Any], where: str) -> None:
     from netsculpt.engine import registry
 
     spec = registry.get(name)
-    fields = set(spec.fields()) | {"structured"}
+    fields = set(spec.fields()) | {"structured"} | set(getattr(spec.module, "KEYWORDS", ()))
     unknown = [k for k in options if k not in fields and k != "data"]
     if unknown:
         raise InputError(f"{where}: unknown key {unknown[0]!r}")
@@ -253,7 +253,7 @@ class _Runner:
         if model is None:
             if recipe.model is None:
                 raise InputError("recipe: no model (set model: in the recipe or pass model=)")
-            from netsculpt.data import resolve_model
+            from netsculpt.io import resolve_model
 
             model, resolved, _ = resolve_model(recipe.model)
         self.model = model
@@ -283,7 +283,7 @@ class _Runner:
             return value
         if value == "original":
             return self.original if self.original is not None else copy.deepcopy(self.model)
-        from netsculpt.data import resolve_model
+        from netsculpt.io import resolve_model
 
         return resolve_model(value)[0]
 

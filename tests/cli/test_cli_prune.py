@@ -9,7 +9,7 @@ from netsculpt.cli import main
 
 def test_prune_builtin_writes_a_model_that_reloads(tmp_path, capsys):
     import netsculpt as ns
-    from netsculpt.data import resolve_model
+    from netsculpt.io import resolve_model
 
     out = tmp_path / "pruned"
     assert (

@@ -3,8 +3,9 @@
 import pytest
 import torch
 
-from netsculpt.data import BUILTINS, resolve_model, train_quick
+from netsculpt.data import BUILTINS, train_quick
 from netsculpt.errors import InputError
+from netsculpt.io import resolve_model
 from netsculpt.measure import count_params
 
 

@@ -1,4 +1,4 @@
-"""Regressions found while scaling up ``benchmarks/transformers.py``."""
+"""Regressions found while scaling up ``benchmarks/hf_llm.py``."""
 
 from __future__ import annotations
 

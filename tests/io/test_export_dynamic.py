@@ -74,7 +74,7 @@ def test_pt2_runs_at_batch_16_and_evaluates_from_the_cli(tmp_path, capsys):
     with torch.no_grad():
         assert (program(x) - model(x)).abs().max() < TOL
         assert (load_model_file(path)(x) - model(x)).abs().max() < TOL
-    from netsculpt.data import resolve_model
+    from netsculpt.io import resolve_model
 
     loaded, example, _ = resolve_model(str(path))
     assert loaded.eval() is loaded and loaded.train() is loaded  # no "eval() is not supported"

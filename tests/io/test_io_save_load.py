@@ -119,7 +119,7 @@ def test_masks_round_trip(tmp_path):
 
 
 def test_builtin_source_rebuilds_without_model(tmp_path):
-    from netsculpt.data import resolve_model
+    from netsculpt.io import resolve_model
 
     model, x, _ = resolve_model("digits-cnn")
     model.eval()

@@ -1,4 +1,4 @@
-"""One contract over every op (STYLE.md §4): each row is (op, config, tiny model).
+"""One contract over every op (docs/contributing.md §4): each row is (op, config, tiny model).
 
 Every row checks: the model still runs with the same output shape; params / MACs move the way
 the report says (and match a fresh count); ops that promise equal outputs keep them; a fixed
@@ -54,7 +54,7 @@ def _residual_mlp():
 
 def _tiny(name):
     def factory():
-        from conftest import make_tiny  # the tests' conftest: pytest puts tests/ on sys.path
+        from tinymodels import make_tiny  # tests/ is on sys.path (its conftest.py)
 
         return make_tiny()[name]
 
@@ -100,6 +100,14 @@ ROWS = [
         "merge",
         {"blocks": True, "threshold": -1.0},
         _residual_mlp,
+        False,
+        "down",
+    ),
+    (
+        "optimize-macs-cnn",
+        "optimize",
+        {"target_macs": 0.7, "heal": False, "progress": False},
+        _tiny("cnn"),
         False,
         "down",
     ),

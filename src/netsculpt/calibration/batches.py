@@ -22,8 +22,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from netsculpt.errors import InputError
-from netsculpt.utils import normalize_inputs
+from netsculpt.core.errors import InputError
+from netsculpt.core.utils import normalize_inputs
 
 DEFAULT_BATCH_SIZE = 64  # a Dataset is read in batches of this size, everywhere
 
@@ -176,3 +176,23 @@ def logits_of(output: Any) -> torch.Tensor:
     if t is None:
         raise InputError(f"model output: cannot find logits in a {type(output).__name__}")
     return t
+
+
+def probe_batch(model: nn.Module, data: Any, where: str) -> None:
+    """Run ``model`` once on the first batch of ``data`` (no grad): a batch the model cannot
+    take is a one-line InputError that names the batch, its input shapes and the model's
+    complaint, instead of a raw ``mat1 and mat2`` error deep inside training."""
+    first = next(iter(data), None)
+    if first is None:
+        raise InputError(f"{where}: the data is empty (no batch)")
+    x, _ = (first.inputs, first.target) if isinstance(first, Batch) else split_batch(first)
+    try:
+        with torch.no_grad():
+            run(model, x)
+    except (RuntimeError, ValueError, IndexError, TypeError) as e:
+        shapes = {k: tuple(t.shape) for k, t in _named_tensors(x).items()}
+        msg = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        raise InputError(
+            f"{where}: data batch 0 ({', '.join(f'{k} {v}' for k, v in shapes.items())}) does "
+            f"not fit the model: {msg}"
+        ) from None

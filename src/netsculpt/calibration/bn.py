@@ -28,7 +28,7 @@ from torch import nn
 
 from netsculpt.calibration.batches import run
 from netsculpt.calibration.hooks import Batch
-from netsculpt.utils import eval_mode
+from netsculpt.core.utils import eval_mode
 
 _BN = nn.modules.batchnorm._BatchNorm
 _BUFFERS = ("running_mean", "running_var", "num_batches_tracked")

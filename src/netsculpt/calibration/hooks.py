@@ -25,8 +25,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from netsculpt.calibration.batches import Batch, first_tensor, read_batches, run
-from netsculpt.errors import InputError
-from netsculpt.utils import eval_mode
+from netsculpt.core.errors import InputError
+from netsculpt.core.utils import eval_mode
 
 
 @dataclass

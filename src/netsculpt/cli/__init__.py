@@ -1,14 +1,23 @@
 """The ``netsculpt`` command. Each sub-command lives in its own module in this package and
-defines ``NAME``, ``HELP``, ``add_arguments(parser)`` and ``run(args) -> int``."""
+defines ``NAME``, ``HELP``, ``add_arguments(parser)`` and ``run(args) -> int``.
+
+No traceback reaches the terminal: a :class:`~netsculpt.core.errors.NetsculptError` (bad input) is
+one line on stderr and exit status 2; so is an OS refusal to write (disk full, permission);
+anything else is a bug in netsculpt, reported in one line with exit status 1. ``--debug`` (or
+``NETSCULPT_DEBUG=1``) prints the traceback as well.
+"""
 
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
+import os
 import pkgutil
 import sys
+import traceback
 
-from netsculpt.errors import NetsculptError
+from netsculpt.core.errors import NetsculptError
 
 
 def _commands() -> list:
@@ -48,34 +57,85 @@ def _verbosity_flags(parser: argparse.ArgumentParser) -> None:
             parser.add_argument(*free, action=_Verbosity, dest="_verbosity", level=level, help=text)
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors are one line too (the usage itself is one ``--help`` away)."""
+
+    def error(self, message: str):  # type: ignore[override]
+        message = " ".join(message.split())
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from netsculpt.core import progress
 
     progress.quiet_libraries()  # transformers / huggingface_hub bars stay off unless -v
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="netsculpt",
         description="Change the structure of trained networks: prune, cut, merge, grow.",
     )
+    parser.add_argument("--debug", action="store_true", help=_DEBUG_HELP)
     _verbosity_flags(parser)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for mod in _commands():
         p = sub.add_parser(mod.NAME, help=mod.HELP, description=mod.HELP)
         mod.add_arguments(p)
+        # also accepted after the command; SUPPRESS keeps the global flag's value otherwise
+        p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=_DEBUG_HELP)
         _verbosity_flags(p)
         p.set_defaults(_run=mod.run)
     return parser
 
 
+_DEBUG_HELP = "on an error, also print the traceback (or set NETSCULPT_DEBUG=1)"
+# OS errors that say something about the machine or the paths given, not about netsculpt
+_ENVIRONMENT = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS, errno.EIO}
+
+
+def _one_line(exc: BaseException) -> str:
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    return "; ".join(lines) or type(exc).__name__
+
+
+def _debug(args: argparse.Namespace) -> bool:
+    env = os.environ.get("NETSCULPT_DEBUG", "").strip().lower()
+    return bool(getattr(args, "debug", False)) or env not in ("", "0", "false", "no")
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run the command line ``argv``; returns the exit status (argparse exits 2 by itself)."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    prefix = f"netsculpt {args.command}: error:"
     try:
-        return int(args._run(args) or 0)
-    except NetsculptError as e:
-        print(f"netsculpt {args.command}: error: {e}", file=sys.stderr)
-        return 2
+        return int(_keras_or(args._run)(args) or 0)
     except KeyboardInterrupt:
+        print(f"netsculpt {args.command}: interrupted", file=sys.stderr)
         return 130
+    except Exception as e:  # noqa: BLE001 - the one place every error is turned into a line
+        if _debug(args):
+            traceback.print_exc()
+        if isinstance(e, NetsculptError):
+            print(f"{prefix} {_one_line(e)}", file=sys.stderr)
+            return 2
+        if isinstance(e, OSError) and e.errno in _ENVIRONMENT:
+            print(f"{prefix} {_one_line(e)}", file=sys.stderr)
+            return 2
+        if isinstance(e, MemoryError):
+            print(f"{prefix} out of memory (MemoryError)", file=sys.stderr)
+            return 1
+        print(
+            f"{prefix} internal error {type(e).__name__}: {_one_line(e)[:300]} (a bug in "
+            "netsculpt; run again with --debug or NETSCULPT_DEBUG=1 to see the traceback)",
+            file=sys.stderr,
+        )
+        return 1
+
+
+def _keras_or(run):
+    """A command whose MODEL is a ``.keras`` file runs through :mod:`netsculpt.cli._keras`."""
+    from netsculpt.cli import _keras
+
+    return lambda args: _keras.run(args) if _keras.wants(args) else run(args)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 from typing import Any
 
-from netsculpt.errors import InputError
+from netsculpt.core.errors import InputError
 
 
 def add_model_argument(parser: argparse.ArgumentParser) -> None:
@@ -18,7 +19,7 @@ def add_model_argument(parser: argparse.ArgumentParser) -> None:
 
 
 def load_model(name: str):
-    from netsculpt.data import resolve_model
+    from netsculpt.io import resolve_model
 
     model, example_inputs, source = resolve_model(name)
     if example_inputs is None:
@@ -34,24 +35,60 @@ def calibration(name: str | None, batch_size: int = 64, split: str = "train") ->
     return make_loader(load_dataset(name, split), batch_size)
 
 
+def number(text: str) -> float:
+    """argparse type: a finite float (``nan`` / ``inf`` are usage errors, not values)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid number: {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
+    return value
+
+
 def check_output(path: str | None, *, suffixes: tuple[str, ...] = ()) -> None:
-    """Refuse an output path before any work is done."""
+    """Refuse an output before any work is done: a save folder (``-o``) by the rules of
+    :func:`netsculpt.io.outputs.check_save_target`, a file (``--report``) when ``suffixes``
+    are given."""
     if path is None:
         return
+    from netsculpt.io.outputs import check_file_target, check_save_target
+
+    if suffixes:
+        check_file_target(path, suffixes, what="report")
+    else:
+        check_save_target(path, what="output")
+
+
+def check_folder(path: str | None) -> None:
+    """Refuse an output folder that is not a netsculpt save (a demo folder, an HF checkpoint)
+    when it cannot be created or written."""
+    if path is None:
+        return
+    from netsculpt.io.outputs import check_location
+
     p = Path(path)
-    if suffixes and p.suffix not in suffixes:
-        raise InputError(f"output '{path}' must end in {' or '.join(suffixes)}")
-    if p.exists() and p.is_file() and not suffixes:
-        raise InputError(f"output '{path}' is a file; give a folder")
+    if p.is_symlink() and not p.exists():
+        raise InputError(f"output {p} is a dangling symbolic link")
+    if p.exists() and not p.is_dir():
+        raise InputError(f"output {p} is a file; give a folder")
+    check_location(p / "x" if p.is_dir() else p)
+
+
+def write_text(path: str, text: str) -> None:
+    """Write an output file atomically (a temporary file renamed into place)."""
+    from netsculpt.io.outputs import write_text_atomic
+
+    write_text_atomic(path, text)
 
 
 def write_report(report, path: str | None) -> None:
     if not path:
         return
     if path.endswith(".json"):
-        report.to_json(path)
+        write_text(path, report.to_json())
     elif path.endswith(".html"):
-        report.to_html(path)
+        write_text(path, report.to_html())
     else:
         raise InputError(f"--report must end in .json or .html, got '{path}'")
 
@@ -86,6 +123,7 @@ def add_config_arguments(parser, op: str, names: list[str], group_titles=None) -
         elif ann.startswith("tuple"):
             target.add_argument(_flag(name), dest=name, nargs="+", help=doc)
         else:
+            kind = number if kind is float else kind  # nan / inf are usage errors
             target.add_argument(_flag(name), dest=name, type=kind, help=doc)
 
 

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import argparse
 
-from netsculpt.cli._common import add_model_argument, calibration, load_model, write_report
+from netsculpt.cli._common import (
+    add_model_argument,
+    calibration,
+    check_output,
+    load_model,
+    write_report,
+)
 
 NAME = "analyze"
 HELP = "Show channel groups (size, importance, what is coupled) and, with --blocks, block effects."
@@ -16,6 +22,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--importance", default="l2", help="group score (default l2)")
     parser.add_argument("--data", help="calibration data (digits, mnist1d) for data scores")
     parser.add_argument("--blocks", action="store_true", help="also score each block")
+    parser.add_argument(
+        "--seed", type=int, default=0, help="seed of every random choice (default 0)"
+    )
     parser.add_argument("--all", action="store_true", help="list protected groups too")
     parser.add_argument("--plot", help="bar chart PNG of the block scores (with --blocks)")
     parser.add_argument("--report", help="write the report to this .json or .html file")
@@ -27,10 +36,20 @@ def run(args: argparse.Namespace) -> int:
     import netsculpt as ns
     from netsculpt.report.console import groups_table
 
+    check_output(args.report, suffixes=(".json", ".html"))
+    if args.plot:
+        from netsculpt.io.outputs import check_file_target
+
+        check_file_target(args.plot, what="plot")
     model, example_inputs, _ = load_model(args.model)
     data = calibration(args.data)
     report = ns.analyze(
-        model, example_inputs, data=data, importance=args.importance, blocks=args.blocks or None
+        model,
+        example_inputs,
+        data=data,
+        importance=args.importance,
+        blocks=args.blocks or None,
+        seed=args.seed,
     )
     console = Console()
     title = f"channel groups of {args.model}"

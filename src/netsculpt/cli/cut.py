@@ -10,6 +10,7 @@ from netsculpt.cli._common import (
     check_output,
     measure_after,
     measure_before,
+    number,
     write_report,
 )
 
@@ -23,14 +24,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", help="built-in calibration data set (digits, mnist1d, ...)")
     parser.add_argument("-o", "--output", required=True, help="folder to save the cut model")
     what = parser.add_mutually_exclusive_group(required=True)
-    what.add_argument("--threshold", type=float, help="remove blocks whose effect is below this")
+    what.add_argument("--threshold", type=number, help="remove blocks whose effect is below this")
     what.add_argument("--count", type=int, help="remove the N least important blocks")
     what.add_argument("--blocks", help="comma-separated block names to remove")
-    parser.add_argument("--criterion", default="kl", help="kl, loss, influence, angular, taylor")
+    parser.add_argument(
+        "--criterion", default="kl", help="block importance: kl, loss, influence, angular, taylor"
+    )
     parser.add_argument("--iterative", action="store_true", help="re-score after each removal")
     parser.add_argument("--bridge", default="lstsq", choices=("lstsq", "train", "none"))
     parser.add_argument("--protect", default="", help="comma-separated blocks never to remove")
     parser.add_argument("--batches", type=int, default=8, help="calibration batches (default 8)")
+    parser.add_argument(
+        "--seed", type=int, default=0, help="seed of every random choice (default 0)"
+    )
     parser.add_argument(
         "--keep-bn-stats",
         action="store_true",
@@ -45,13 +51,15 @@ def _names(text: str | None) -> tuple[str, ...]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from netsculpt.data import load_dataset, make_loader, resolve_model
-    from netsculpt.io import save
-    from netsculpt.ops.cut import cut
+    from netsculpt import cut
+    from netsculpt.data import load_dataset, make_loader
+    from netsculpt.io import resolve_model, save
 
+    check_output(args.output)
     check_output(args.report, suffixes=(".json", ".html"))
     model, example_inputs, source = resolve_model(args.model)
-    data = make_loader(load_dataset(args.data, "train"), 128, True) if args.data else None
+    train = load_dataset(args.data, "train", args.seed) if args.data else None
+    data = make_loader(train, 128, True, args.seed) if args.data else None
     from netsculpt.core import progress
 
     before = measure_before(args, model, example_inputs)
@@ -63,12 +71,13 @@ def run(args: argparse.Namespace) -> int:
             threshold=args.threshold,
             count=args.count,
             blocks=_names(args.blocks),
-            criterion=args.criterion,
+            importance=args.criterion,
             iterative=args.iterative,
             bridge=args.bridge,
-            protect=_names(args.protect),
+            ignore=_names(args.protect),
             max_batches=args.batches,
             recalibrate_bn=not args.keep_bn_stats,
+            seed=args.seed,
         )
     measure_after(report, before, model, example_inputs)
     print(report)

@@ -70,6 +70,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from netsculpt.cli._common import check_folder
+
+    check_folder(args.output)
     if args.model == "minilm":
         from netsculpt.hf.demo import run_minilm_demo
 
@@ -99,7 +102,8 @@ def demo_one(name: str, epochs: int, seed: int, output: str | None) -> dict:
     import torch
 
     import netsculpt as ns
-    from netsculpt.data import load_dataset, make_loader, resolve_model, train_quick
+    from netsculpt.data import load_dataset, make_loader, train_quick
+    from netsculpt.io import resolve_model
 
     torch.manual_seed(seed)
     recipe = RECIPES[name]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from netsculpt.cli._common import add_model_argument
+from netsculpt.cli._common import add_model_argument, write_text
 
 NAME = "evaluate"
 HELP = (
@@ -33,10 +33,15 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from netsculpt.data import load_dataset, make_loader, resolve_model
+    from netsculpt.data import load_dataset, make_loader
+    from netsculpt.io import resolve_model
     from netsculpt.measure.evaluate import evaluate
     from netsculpt.report.console import human
 
+    if args.json:
+        from netsculpt.io.outputs import check_file_target
+
+        check_file_target(args.json, what="--json")
     model, example_inputs, _ = resolve_model(args.model)
     reference = resolve_model(args.reference)[0] if args.reference else None
     metric = args.metric or ("perplexity" if args.data == "stdlib-text" else "accuracy")
@@ -63,6 +68,5 @@ def run(args: argparse.Namespace) -> int:
         table.add_row(key, text)
     Console().print(table)
     if args.json:
-        with open(args.json, "w", encoding="utf-8") as f:
-            json.dump(res, f, indent=2)
+        write_text(args.json, json.dumps(res, indent=2))
     return 0

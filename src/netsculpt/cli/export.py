@@ -32,9 +32,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from netsculpt.core.utils import normalize_inputs
     from netsculpt.io import export
-    from netsculpt.io.files import check_export, dynamic_inputs
-    from netsculpt.utils import normalize_inputs
+    from netsculpt.io.export import check_export, dynamic_inputs
 
     check_output(args.output, suffixes=(".onnx", ".pt2"))
     model, example_inputs, _ = load_model(args.model)

@@ -10,6 +10,7 @@ from netsculpt.cli._common import (
     check_output,
     measure_after,
     measure_before,
+    number,
     write_report,
 )
 
@@ -25,23 +26,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--kind", default="deeper", choices=("deeper", "wider"))
     parser.add_argument("--where", default="auto", help="'auto' or comma-separated block names")
     parser.add_argument("--count", type=int, default=1, help="auto: grow at the N top blocks")
-    parser.add_argument("--threshold", type=float, help="auto: grow where the effect is above")
+    parser.add_argument("--threshold", type=number, help="auto: grow where the effect is above")
     parser.add_argument("--criterion", default="kl", help="kl, loss, taylor, gradmax, ...")
-    parser.add_argument("--factor", type=float, default=2.0, help="wider: width multiplier")
+    parser.add_argument("--factor", type=number, default=2.0, help="wider: width multiplier")
     parser.add_argument("--trainable", default="all", choices=("all", "new"))
     parser.add_argument("--batches", type=int, default=8, help="calibration batches (default 8)")
+    parser.add_argument(
+        "--seed", type=int, default=0, help="seed of every random choice (default 0)"
+    )
     parser.add_argument("--report", help="also write the report to this .json or .html file")
     add_latency_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:
-    from netsculpt.data import load_dataset, make_loader, resolve_model
-    from netsculpt.io import save
-    from netsculpt.ops.grow import grow
+    from netsculpt import grow
+    from netsculpt.data import load_dataset, make_loader
+    from netsculpt.io import resolve_model, save
 
+    check_output(args.output)
     check_output(args.report, suffixes=(".json", ".html"))
     model, example_inputs, source = resolve_model(args.model)
-    data = make_loader(load_dataset(args.data, "train"), 128, True) if args.data else None
+    train = load_dataset(args.data, "train", args.seed) if args.data else None
+    data = make_loader(train, 128, True, args.seed) if args.data else None
     where = args.where if args.where == "auto" else [n.strip() for n in args.where.split(",")]
     from netsculpt.core import progress
 
@@ -55,10 +61,11 @@ def run(args: argparse.Namespace) -> int:
             data=data,
             count=args.count,
             threshold=args.threshold,
-            criterion=args.criterion,
+            importance=args.criterion,
             factor=args.factor,
             trainable=args.trainable,
             max_batches=args.batches,
+            seed=args.seed,
         )
     measure_after(report, before, model, example_inputs)
     print(report)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from netsculpt.cli._common import add_model_argument, check_output, write_report
+from netsculpt.cli._common import add_model_argument, check_output, number, write_report
 
 NAME = "heal"
 HELP = (
@@ -22,12 +22,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     budget = parser.add_mutually_exclusive_group()
     budget.add_argument("--epochs", type=int, help="passes over the data (default 1)")
     budget.add_argument("--steps", type=int, help="optimizer steps instead of epochs")
-    parser.add_argument("--lr", type=float, default=1e-3, help="learning rate (default 1e-3)")
+    parser.add_argument("--lr", type=number, default=1e-3, help="learning rate (default 1e-3)")
     parser.add_argument(
         "--loss", choices=("task", "kd", "both"), help="default: both with --teacher, else task"
     )
-    parser.add_argument("--temperature", type=float, default=2.0, help="KD temperature")
-    parser.add_argument("--alpha", type=float, default=0.5, help="weight of KD in --loss both")
+    parser.add_argument("--temperature", type=number, default=2.0, help="KD temperature")
+    parser.add_argument("--alpha", type=number, default=0.5, help="weight of KD in --loss both")
     parser.add_argument("--hidden", action="store_true", help="also match block outputs (KD)")
     parser.add_argument("--patience", type=int, help="stop after N evaluations without gain")
     parser.add_argument("--batch-size", type=int, default=64, help="batch size (default 64)")
@@ -36,10 +36,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from netsculpt.data import load_dataset, make_loader, resolve_model
+    from netsculpt.data import load_dataset, make_loader
     from netsculpt.heal import heal
-    from netsculpt.io import save
+    from netsculpt.io import resolve_model, save
 
+    check_output(args.output)
     check_output(args.report, suffixes=(".json", ".html"))
     model, _, source = resolve_model(args.model)
     teacher = resolve_model(args.teacher)[0] if args.teacher else None

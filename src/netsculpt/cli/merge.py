@@ -10,9 +10,10 @@ from netsculpt.cli._common import (
     check_output,
     measure_after,
     measure_before,
+    number,
     write_report,
 )
-from netsculpt.errors import InputError
+from netsculpt.core.errors import InputError
 
 NAME = "merge"
 HELP = (
@@ -28,8 +29,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--neurons", action="store_true", help="merge near-duplicate neurons")
     parser.add_argument("--blocks", action="store_true", help="collapse similar adjacent blocks")
     parser.add_argument(
+        "--seed", type=int, default=0, help="seed of every random choice (default 0)"
+    )
+    parser.add_argument(
         "--threshold",
-        type=float,
+        type=number,
         help="--neurons: cosine distance (default 0.01); --blocks: output similarity to keep "
         "(default 0.9)",
     )
@@ -42,10 +46,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from netsculpt.data import load_dataset, resolve_model
-    from netsculpt.io import save
-    from netsculpt.ops.merge import merge
+    import netsculpt as ns
+    from netsculpt.data import load_dataset
+    from netsculpt.io import resolve_model, save
 
+    check_output(args.output)
     check_output(args.report, suffixes=(".json", ".html"))
     model, example_inputs, source = resolve_model(args.model)
     if example_inputs is None:
@@ -57,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
 
     before = measure_before(args, model, example_inputs)
     with progress.step(f"merge {args.model}"):
-        report = merge(
+        report = ns.merge(
             model,
             example_inputs,
             neurons=args.neurons,
@@ -65,6 +70,7 @@ def run(args: argparse.Namespace) -> int:
             threshold=args.threshold,
             data=data,
             folds=not args.no_folds,
+            seed=args.seed,
         )
     measure_after(report, before, model, example_inputs)
     print(report)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from netsculpt.errors import InputError
+from netsculpt.cli._common import check_output, number
+from netsculpt.core.errors import InputError
 
 NAME = "merge-models"
 HELP = (
@@ -21,17 +22,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--method", default="average", choices=("average", "task_arithmetic", "ties")
     )
-    parser.add_argument("--lam", type=float, default=1.0, help="scale of the merged task vector")
-    parser.add_argument("--trim", type=float, default=0.2, help="TIES: fraction of each kept")
+    parser.add_argument("--lam", type=number, default=1.0, help="scale of the merged task vector")
+    parser.add_argument("--trim", type=number, default=0.2, help="TIES: fraction of each kept")
 
 
 def run(args: argparse.Namespace) -> int:
-    from netsculpt.data import resolve_model
-    from netsculpt.io import save
+    from netsculpt.io import resolve_model, save
     from netsculpt.ops.merge_models import merge_models
 
     if len(args.models) < 2:
         raise InputError("merge-models needs at least two models")
+    check_output(args.output)
     resolved = [resolve_model(m) for m in args.models]
     base = resolve_model(args.base)[0] if args.base else None
     merged = merge_models(

@@ -1,7 +1,10 @@
 """``netsculpt prune MODEL --amount 0.5 --importance l2 -o OUT``.
 
 ``netsculpt prune HF_DIR --sharded --amount 0.3 -o OUT`` prunes a Hugging Face checkpoint
-folder shard by shard without loading it (:func:`netsculpt.hf.prune_pretrained`)."""
+folder shard by shard without loading it (:func:`netsculpt.hf.prune_pretrained`). A Hugging
+Face model pruned in memory (``netsculpt prune HF_DIR --amount 0.3``) gets the same HF
+defaults (:mod:`netsculpt.hf.structured`: heads and MLP, uniform) and is measured on the same
+example input, so both report the same architecture, params and MACs."""
 
 from __future__ import annotations
 
@@ -12,6 +15,7 @@ from netsculpt.cli._common import (
     add_latency_argument,
     add_model_argument,
     calibration,
+    check_folder,
     check_output,
     config_overrides,
     load_model,
@@ -25,7 +29,7 @@ HELP = "Remove channels, neurons and heads (structured) or zero weights (unstruc
 ORDER = 20
 
 
-STRUCTURED = ["amount", "target_macs", "target_params", "global_", "round_to", "uniform"]
+STRUCTURED = ["amount", "target_macs", "target_params", "global_", "round_to"]
 UNSTRUCTURED = ["threshold", "sparsity", "pattern"]
 COMMON = ["importance", "max_batches", "seed"]
 
@@ -37,15 +41,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     u = parser.add_argument_group("unstructured")
     where = {**dict.fromkeys(STRUCTURED, s), **dict.fromkeys(UNSTRUCTURED, u)}
     add_config_arguments(parser, "prune", STRUCTURED + UNSTRUCTURED + COMMON, where)
+    s.add_argument(
+        "--targets", nargs="+", help="parts: heads, mlp, hidden (an HF model: heads mlp)"
+    )
+    s.add_argument(
+        "--uniform",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="equal counts in every layer (default for an HF model)",
+    )
     u.add_argument("--keep-dead", action="store_true", help="do not remove dead neurons")
     h = parser.add_argument_group("Hugging Face checkpoint folder, shard by shard")
     h.add_argument(
         "--sharded",
         action="store_true",
         help="MODEL is an HF safetensors folder: prune it shard by shard into -o (l1/l2 only)",
-    )
-    h.add_argument(
-        "--targets", nargs="+", default=["heads", "mlp"], help="parts: heads, mlp, hidden"
     )
     h.add_argument("--max-shard-size", help="re-pack the output shards, e.g. 5GB")
     parser.add_argument("--data", help="calibration data for taylor / activation (digits, ...)")
@@ -63,16 +73,18 @@ def run(args: argparse.Namespace) -> int:
     if args.report:
         check_output(args.report, suffixes=(".json", ".html"))
     model, example_inputs, source = load_model(args.model)
-    options = config_overrides(args, STRUCTURED + UNSTRUCTURED + COMMON)
+    kw = config_overrides(args, STRUCTURED + UNSTRUCTURED + COMMON + ["targets", "uniform"])
     if args.keep_dead:
-        options["remove_dead"] = False
+        kw["remove_dead"] = False
     if args.ignore:
-        options["ignore"] = args.ignore
+        kw["ignore"] = args.ignore
+    if source == "hf" and _structured(args):
+        kw.update(_hf_defaults(args))
     from netsculpt.core import progress
 
     before = measure_before(args, model, example_inputs)
     with progress.step(f"prune {args.model}"):
-        report = ns.prune(model, example_inputs, data=calibration(args.data), **options)
+        report = ns.prune(model, example_inputs, data=calibration(args.data), **kw)
     measure_after(report, before, model, example_inputs)
     print(report)
     for note in report.notes:
@@ -84,8 +96,29 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _structured(args: argparse.Namespace) -> bool:
+    """Whether the options ask for structured pruning (as ``ns.prune`` decides it), with
+    ``--amount`` left to its default."""
+    if any(v is not None for v in (args.amount, args.target_macs, args.target_params)):
+        return True
+    return args.threshold is None and args.pattern is None and args.sparsity is None
+
+
+def _hf_defaults(args: argparse.Namespace) -> dict:
+    """The HF prune defaults (:func:`netsculpt.hf.structured.prune_options`) under the given
+    options; ``--amount`` defaults only when no budget is given."""
+    from netsculpt.hf.structured import prune_options
+
+    budget = args.target_macs is not None or args.target_params is not None
+    kw = prune_options(amount=args.amount, targets=args.targets, uniform=args.uniform,
+                       importance=args.importance)  # fmt: skip
+    if budget and args.amount is None:
+        kw.pop("amount")
+    return kw
+
+
 def _run_sharded(args: argparse.Namespace) -> int:
-    from netsculpt.errors import InputError
+    from netsculpt.core.errors import InputError
     from netsculpt.hf.sharded import prune_pretrained
 
     other = {
@@ -97,24 +130,25 @@ def _run_sharded(args: argparse.Namespace) -> int:
         "--data": args.data,
         "--ignore": args.ignore or None,
         "--keep-dead": args.keep_dead or None,
+        "--no-uniform": True if args.uniform is False else None,
     }
     used = [name for name, v in other.items() if v is not None]
     if used:
         raise InputError(f"--sharded prunes by --amount only; not with {', '.join(used)}")
     if not args.output:
         raise InputError("--sharded needs an output folder: -o OUT")
+    check_folder(args.output)
     if args.report:
         check_output(args.report, suffixes=(".json", ".html"))
-    report = prune_pretrained(
-        args.model,
-        args.output,
-        amount=0.3 if args.amount is None else args.amount,
-        targets=tuple(args.targets),
-        importance=args.importance or "l2",
-        global_=bool(args.global_),
-        round_to=args.round_to,
-        max_shard_size=args.max_shard_size,
-    )
+    given = {
+        "amount": args.amount,
+        "targets": None if args.targets is None else tuple(args.targets),
+        "importance": args.importance,
+        "round_to": args.round_to,
+        "max_shard_size": args.max_shard_size,
+    }  # what is not given takes the HF defaults
+    kw = {k: v for k, v in given.items() if v is not None}
+    report = prune_pretrained(args.model, args.output, global_=bool(args.global_), **kw)
     print(report)
     print(f"saved to {args.output}")
     write_report(report, args.report)

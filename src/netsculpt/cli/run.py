@@ -21,9 +21,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from netsculpt.cli._common import check_output
     from netsculpt.recipes import load_recipe, replay_config
     from netsculpt.recipes import run as run_recipe
 
+    check_output(args.output)
     recipe = replay_config(args.recipe) if args.recipe.endswith(".json") else args.recipe
     if args.model:
         recipe = load_recipe(recipe).model_copy(update={"model": args.model})

@@ -11,7 +11,7 @@ line that names the op, the field and the value. NaN and infinities are refused 
 >>> C(amount=float("nan"))
 Traceback (most recent call last):
 ...
-netsculpt.errors.InputError: amount must be in (0, 1) (a number), got nan
+netsculpt.core.errors.InputError: amount must be in (0, 1) (a number), got nan
 """
 
 from __future__ import annotations
@@ -74,6 +74,16 @@ def non_negative() -> Check:
     def check(name: str, v: Any) -> None:
         if v is not None and _number(name, v, "a number ≥ 0") < 0:
             raise InputError(f"{name} must be a number ≥ 0, got {v}")
+
+    return check
+
+
+def finite() -> Check:
+    """Any finite number (NaN and infinities refused)."""
+
+    def check(name: str, v: Any) -> None:
+        if v is not None:
+            _number(name, v, "a finite number")
 
     return check
 

@@ -21,12 +21,33 @@ Action kinds (``Action.kind``) and their ``args``:
   and ``importance``; ``zeros`` = how many weights it zeroed.
 - ``add_bias``: ``module``, ``delta`` (a list): a constant input channel folded into the bias
   of the layer that reads it, before that channel is removed.
-- ``remove_block``: ``block`` = a block name of :func:`netsculpt.graph.blocks.find_blocks`,
-  ``how`` = ``skip`` / ``identity`` / ``bridge`` / ``bridge+fold``; a bridge carries its fitted
-  ``weight`` / ``bias`` (nested lists) so that a replay gives the same model.
-- ``fold``: ``fold_kind`` (``bn_after``, ``bn_before``, ``affine``, ``norm_gain``) and
-  ``modules`` (the module paths folded together).
-- ``merge_neurons``, ``collapse_blocks``, ``grow``, ``drop_layers``: the op's own fields.
+- ``remove_block``: ``block`` = a block name of :func:`netsculpt.graph.blocks.find_blocks` on
+  the model as it is when the action runs (actions apply in order; a cut lists them deepest
+  first), ``how`` = ``skip`` / ``zero`` / ``identity`` / ``bridge`` / ``bridge+fold``; a bridge
+  carries its fitted ``weight`` / ``bias`` (nested lists) so that a replay gives the same model,
+  and ``train_steps`` / ``trained`` (a bridge distilled once, then replayed as trained).
+- ``recalibrate_bn``: re-estimate every BatchNorm's running statistics on the calibration
+  data (``data=``; skipped, with a note, without it); ``layers`` / ``batches`` say how many.
+- ``fold``: ``fold_kind`` (``bn_after``: layer, bn; ``bn_before``: bn, layer;
+  ``linear_linear`` / ``conv_conv`` (or ``affine``): first, second; ``norm_gain``: norm, the
+  Linears that read it) and ``modules`` (the module paths folded together, in that order).
+- ``merge_neurons``: ``producer`` = the Linear / Conv whose output neurons merge,
+  ``merged`` = ``[j, k, r]`` triples (channel ``j`` folds into the kept channel ``k`` with ratio
+  ``r``: the consumers get ``W2[:, k] += r·W2[:, j]``, then ``j`` is removed; ``r = 0``: a dead
+  neuron); ``batchnorm``, ``consumers`` and ``size`` describe it for a reader.
+- ``collapse_blocks``: ``blocks`` = adjacent block names (as :func:`find_blocks` names them
+  when the action runs) merged by RDSC into the first; the others are removed.
+- ``drop_layers``: ``layers`` = positions in a Hugging Face model's transformer layer list
+  (as it is when the action applies) to delete; the config's depth and per-layer fields
+  follow. Applied in memory and by the shard backend (``netsculpt.hf.cut_pretrained``).
+- ``grow``: ``grow_kind`` = ``deeper`` (``how`` = ``net2deeper``: an identity layer after the
+  block; ``block-expansion``: a zero-output copy of a residual block after it) or ``wider``
+  (``anchor``: the block's own channel group, as for ``remove_channels``; ``src``: the channels
+  copied; ``noise``, ``seed``); ``block`` = a block name; ``trainable`` = ``all`` / ``new``.
+
+Any action may carry ``step`` (an integer): consecutive actions of one kind are applied together
+only while their ``step`` is the same, so a plan made in steps (``optimize``: each accepted step
+is planned on the model the previous steps left) replays step by step.
 
 The format is versioned (``"version"``); :meth:`Plan.from_dict` refuses versions it does not
 know and actions that miss a field, with one line that names the action.
@@ -55,6 +76,7 @@ REQUIRED: dict[str, tuple[str, ...]] = {
     "merge_neurons": ("producer", "merged"),
     "collapse_blocks": ("blocks",),
     "grow": ("grow_kind", "block"),
+    "recalibrate_bn": (),
     "drop_layers": ("layers",),
 }
 

@@ -1,7 +1,7 @@
 """Built-in data sets and models, all offline.
 
->>> from netsculpt.data import load_dataset, resolve_model, train_quick
->>> model, x, source = resolve_model("digits-mlp")
+>>> from netsculpt.data import build_builtin, load_dataset, train_quick
+>>> model = build_builtin("digits-mlp")
 >>> acc = train_quick(model, "digits", epochs=5)          # doctest: +SKIP
 """
 
@@ -17,7 +17,7 @@ from netsculpt.data.models import (
     TinyTransformer,
     build_builtin,
 )
-from netsculpt.data.resolve import example_inputs_for, resolve_model
+from netsculpt.data.names import example_inputs_for, torchvision_model
 from netsculpt.data.text import VOCAB_SIZE, decode, encode, text_corpus
 from netsculpt.data.train import accuracy, train_quick
 
@@ -37,7 +37,7 @@ __all__ = [
     "example_inputs_for",
     "load_dataset",
     "make_loader",
-    "resolve_model",
+    "torchvision_model",
     "text_corpus",
     "train_quick",
 ]

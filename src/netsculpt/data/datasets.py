@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from netsculpt.errors import InputError
+from netsculpt.core.errors import InputError
 
 DATASETS = ("digits", "digits-image", "mnist1d", "stdlib-text")
 SPLITS = ("train", "val", "test")

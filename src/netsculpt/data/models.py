@@ -272,16 +272,25 @@ BUILTINS: dict[str, tuple[Any, Any]] = {
 }
 
 
+def builtin_example(name: str) -> torch.Tensor:
+    """The example input of a built-in model, the same tensor every time."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        return BUILTINS[name][1]()
+
+
 def build_builtin(name: str) -> nn.Module:
     """A fresh built-in model by name (see ``BUILTINS``); sets ``_netsculpt_source``.
 
     >>> type(build_builtin("digits-cnn")).__name__
     'DigitsCNN'
     """
-    from netsculpt.errors import InputError
+    from netsculpt.core.errors import InputError
 
     if name not in BUILTINS:
         raise InputError(f"unknown built-in model {name!r}: one of {', '.join(BUILTINS)}")
-    model = BUILTINS[name][0]()
+    with torch.random.fork_rng(devices=[]):  # one name, one initial model: runs repeat exactly
+        torch.manual_seed(0)
+        model = BUILTINS[name][0]()
     model._netsculpt_source = f"builtin:{name}"
     return model

@@ -9,8 +9,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
+from netsculpt.core.errors import InputError
 from netsculpt.data.datasets import load_dataset, make_loader
-from netsculpt.errors import InputError
 
 
 def _loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

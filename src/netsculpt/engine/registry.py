@@ -28,6 +28,7 @@ OP_MODULES: dict[str, str] = {
     "merge": "netsculpt.ops.merge",
     "grow": "netsculpt.ops.grow",
     "analyze": "netsculpt.ops.analyze",
+    "optimize": "netsculpt.optimize.op",  # above ops: a search that runs the other ops' planners
 }
 
 

@@ -16,7 +16,8 @@ the model when anything fails, and builds the Report.
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -35,7 +36,12 @@ DEFAULT_BATCH_SIZE = 64
 
 
 class Session:
-    """One verb call on one model: capture, data, snapshots, apply, verify, restore, report."""
+    """One verb call on one model: capture, data, snapshots, apply, verify, restore, report.
+
+    ``backend``: what applies plans (default: the memory backend, on ``model`` itself);
+    ``scorer``: ``fn(name, groups) -> {group id: scores}``, used by ops for a named importance
+    instead of the in-memory estimators (when the weights live elsewhere: the shard backend).
+    """
 
     def __init__(
         self,
@@ -48,6 +54,7 @@ class Session:
         batch_size: int | None = None,
         seed: int = 0,
         backend: Any = None,
+        scorer: Callable[[str, list], dict] | None = None,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise InputError(f"expected a torch.nn.Module, got {type(model).__name__}")
@@ -63,6 +70,9 @@ class Session:
 
             backend = MemoryBackend()
         self.backend = backend
+        # scores by estimator name, ``scorer(name, groups) -> {group id: scores}``, for a
+        # session whose weights are not in the model (the shard backend streams them)
+        self.scorer = scorer
         self.notes: list[str] = []
         self.exports = 0
         self._cap: Captured | None = None
@@ -151,6 +161,31 @@ class Session:
         done = self.backend.apply(self, plan, **options)
         self.stale()
         return done
+
+    @contextmanager
+    def trial(self, plan: Plan, **options: Any) -> Iterator[Plan]:
+        """Apply ``plan`` for the body of the block only (yields what was applied): then the
+        model's structure and tensors are put back and the capture of before is kept, so that
+        trying a candidate edit costs no export. Writes into tensors the plan did not replace
+        (a training step) are not undone."""
+        undo, notes = self.checkpoint(), len(self.notes)
+        try:
+            yield self.apply(plan, **options)
+        finally:
+            undo()
+            del self.notes[notes:]
+
+    def checkpoint(self) -> Callable[[], None]:
+        """A function that puts the model's structure and replaced tensors back as they are
+        now, with the capture of now (no export after it)."""
+        undo = self.backend.checkpoint(self)
+        cached = (self._cap, self._graph, self._blocks)
+
+        def back() -> None:
+            undo()
+            self._cap, self._graph, self._blocks = cached
+
+        return back
 
     def guarded(self, body: Callable[[], Any]) -> Any:
         """Run ``body``; on any exception restore the model to its state before, then re-raise."""

@@ -7,7 +7,6 @@ anything fails. :func:`apply` replays a saved or hand-written :class:`~netsculpt
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 from torch import nn
@@ -41,12 +40,37 @@ def call(
     **overrides: Any,
 ) -> Any:
     """Run the registered op ``name`` on ``model`` (edited in place) and return its Report."""
+    cfg = registry.get(name).config(config, overrides)
+    _refuse_meta(name, model)
+    return run(name, session_for(model, example_inputs, cfg, data), cfg)
+
+
+def run(name: str, session: Session, config: Any = None, **overrides: Any) -> Any:
+    """Run the registered op ``name`` on a session the caller made (another backend, a
+    scorer that reads weights from files); the same planning and Report as :func:`call`."""
     spec = registry.get(name)
-    cfg = spec.config(config, overrides)
-    session = session_for(model, example_inputs, cfg, data)
+    ready = isinstance(config, spec.configs) and not overrides
+    cfg = config if ready else spec.config(config, overrides)
     report = session.guarded(lambda: spec.module.run(session, cfg))
     report.config = {"op": name, **cfg.to_dict(), **report.config}
     return report
+
+
+# ops that only read shapes and run on a model whose weights are on the meta device (none of
+# the verbs yet: even analyze scores weights; ns.capture / ns.build_graph work on meta)
+SHAPE_ONLY: set[str] = set()
+
+
+def _refuse_meta(name: str, model: Any) -> None:
+    """Scores, verification and folds need weights: a meta model is refused in one line."""
+    if name in SHAPE_ONLY or not isinstance(model, nn.Module):
+        return
+    if any(t.device.type == "meta" for t in model.parameters()):
+        raise InputError(
+            f"{name}: the model's weights are on the meta device and {name} needs their values; "
+            "load the weights first (netsculpt.hf.prune_pretrained / cut_pretrained edit a "
+            "checkpoint folder without loading it; ns.build_graph reads a meta model's shapes)"
+        )
 
 
 def verb(name: str):
@@ -61,7 +85,7 @@ def verb(name: str):
     fn.__name__ = fn.__qualname__ = name
     fn.__doc__ = spec.module.run.__doc__
     fn.__module__ = "netsculpt"
-    return functools.wraps(fn)(fn)
+    return fn
 
 
 def apply(

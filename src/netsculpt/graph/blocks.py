@@ -410,3 +410,34 @@ def _plain_how(
 
 def blocks_by_name(blocks: list[Block]) -> dict[str, Block]:
     return {b.name: b for b in blocks}
+
+
+def block_ignored(model: nn.Module, block: Block, patterns: list[str]) -> bool:
+    """True when ``block``, or any module inside it, matches ``patterns`` (the names / globs of
+    :func:`netsculpt.core.select.ignored_names`): a block is cut or grown only as a whole."""
+    from netsculpt.core.select import is_ignored
+
+    if not patterns:
+        return False
+    return any(
+        is_ignored(q, patterns)
+        for m in block.modules
+        for q, _ in model.get_submodule(m).named_modules(prefix=m)
+    )
+
+
+def own_group(graph: Any, block: Block) -> Any:
+    """The largest prunable channel group of ``graph`` (a
+    :class:`~netsculpt.graph.channels.StructureGraph`) produced only inside ``block``: what
+    ``grow(kind="wider")`` widens. None when the block produces no such group."""
+    prefixes = tuple(p + "." for p in block.modules)
+    best = None
+    for g in graph.groups:
+        outs = [m for m in g.members if m.role == "out"]
+        if (
+            g.prunable
+            and outs
+            and all(m.module in block.modules or m.module.startswith(prefixes) for m in outs)
+        ):
+            best = g if best is None or g.size > best.size else best
+    return best

@@ -9,8 +9,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from netsculpt.errors import CaptureError, InputError
-from netsculpt.utils import eval_mode, masks_suspended, normalize_inputs
+from netsculpt.core.errors import CaptureError, InputError
+from netsculpt.core.utils import eval_mode, masks_suspended, normalize_inputs
 
 
 def run_model(model: nn.Module, example_inputs: Any) -> Any:

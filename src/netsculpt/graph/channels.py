@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from netsculpt.errors import UnsupportedOpError
+from netsculpt.core.errors import UnsupportedOpError
 from netsculpt.graph import rules as R
 from netsculpt.graph.capture import Captured, capture
 from netsculpt.graph.layout import Atoms, Incompatible
@@ -58,6 +58,16 @@ class Group:
         mods = self.modules
         head = ", ".join(mods[:4]) + (f" (+{len(mods) - 4})" if len(mods) > 4 else "")
         return f"{self.kind} group {self.id}: {self.size} × [{head}]"
+
+
+def group_anchor(group: Group) -> list:
+    """``[tensor, dim, first position of channel 0, of channel 1]`` of the group's first
+    producing parameter member: names the group in any capture of the same architecture (the
+    ``anchor`` of a plan's channel actions)."""
+    members = [m for m in group.members if m.kind == "param"] or list(group.members)
+    m = next((m for m in members if m.role == "out"), members[0])
+    p0, p1 = (np.nonzero(m.index_map == c)[0] for c in (0, 1))
+    return [m.tensor, m.dim, int(p0[0]) if len(p0) else -1, int(p1[0]) if len(p1) else -1]
 
 
 @dataclass

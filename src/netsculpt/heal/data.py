@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset, random_split
 
-from netsculpt.errors import InputError
+from netsculpt.core.errors import InputError
 
 
 def _is_map_dataset(data: Any) -> bool:

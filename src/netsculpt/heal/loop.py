@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader
 from netsculpt.calibration.batches import run as forward
 from netsculpt.calibration.batches import split_batch, to_device
 from netsculpt.core import progress as _progress
-from netsculpt.errors import InputError
+from netsculpt.core.errors import InputError
 from netsculpt.heal.data import make_loaders
 from netsculpt.heal.losses import capture_hidden, hidden_loss, hidden_names, kd_loss
 from netsculpt.measure.evaluate import TASKS, attention_mask_of, device_of, embed, task_loss
@@ -48,6 +48,8 @@ def heal(
     max_grad_norm: float | None = None,
     batch_size: int = 32,
     accelerator: Any = None,
+    regularize: str | None = None,
+    reg: float = 1e-4,
 ) -> Report:
     """Fine-tune / distil ``model`` in place to recover quality after surgery; returns a Report.
 
@@ -59,6 +61,9 @@ def heal(
     improvement. Masks in ``model._netsculpt_masks`` are reapplied after every step, frozen
     parameters stay frozen, ``lora={"r": 8, "target_modules": [...]}`` trains LoRA adapters and
     merges them back. Runs under ``accelerate`` when installed (``accelerate launch`` works).
+    ``regularize="group_lasso"`` (``reg`` · Σ of the channel groups' L2 norms) or ``"bn_l1"``
+    (``reg`` · Σ|γ| of the BatchNorms) adds a sparsity penalty to the loss, so that whole
+    channels shrink before a structured prune (:mod:`netsculpt.heal.regularize`).
 
     Example::
 
@@ -66,17 +71,29 @@ def heal(
         ns.prune(model, x, amount=0.5)
         ns.heal(model, train_loader, teacher=original, epochs=3)
     """
-    loss = _check(teacher, epochs, steps, loss, task, optimizer, alpha, temperature, hidden)
+    loss = _check(teacher, epochs, steps, loss, task, optimizer, alpha, temperature, hidden, lr,
+                  weight_decay)  # fmt: skip
+    from netsculpt.heal import regularize as R
+
+    R.check(regularize, reg, lora)
     opts = dict(task=task, loss=loss, temperature=temperature, alpha=alpha)
-    config = {k: v for k, v in locals().items() if k not in ("model", "data", "teacher", "opts")}
+    config = {
+        k: v for k, v in locals().items() if k not in ("model", "data", "teacher", "opts", "R")
+    }
     config.update(teacher=teacher is not None, val_data=val_data is not None)
     config["accelerator"] = accelerator is not None
     torch.manual_seed(seed)
     train, val = make_loaders(
         data, val_data=val_data, val_fraction=val_fraction, seed=seed, batch_size=batch_size
     )
+    from netsculpt.calibration.batches import probe_batch
+    from netsculpt.core.utils import eval_mode
+
+    with eval_mode(model):
+        probe_batch(model, train, "heal")
     home = device_of(model)
     masks = list(_masks(model))
+    pen = R.penalty(model, regularize, reg, R.example_of(train)) if regularize else None
     if lora:
         from netsculpt.heal.lora import lora_wrapped
 
@@ -88,7 +105,7 @@ def heal(
             net, model, teacher, train, val, opts, masks, hidden,
             epochs=epochs, steps=steps, lr=lr, weight_decay=weight_decay, optimizer=optimizer,
             patience=patience, max_grad_norm=max_grad_norm, progress=progress,
-            accelerator=accelerator,
+            accelerator=accelerator, penalty=pen,
         )  # fmt: skip
     _apply_masks(masks)  # a LoRA merge writes into masked weights too
     model.to(home)
@@ -108,7 +125,19 @@ def heal(
     )
 
 
-def _check(teacher, epochs, steps, loss, task, optimizer, alpha, temperature, hidden) -> str:
+def _check(
+    teacher,
+    epochs,
+    steps,
+    loss,
+    task,
+    optimizer,
+    alpha,
+    temperature,
+    hidden,
+    lr=1e-3,
+    weight_decay=0.0,
+) -> str:
     if task not in TASKS:
         raise InputError(f"heal: task={task!r} is not one of {', '.join(TASKS)}")
     if loss is None:
@@ -128,6 +157,13 @@ def _check(teacher, epochs, steps, loss, task, optimizer, alpha, temperature, hi
             raise InputError(f"heal: {name}={value} must be at least 1")
     if epochs is not None and steps is not None:
         raise InputError("heal: pass epochs= or steps=, not both")
+    from netsculpt.core.config import non_negative, positive
+
+    for name, value, check in (
+        ("lr", lr, positive()),
+        ("weight_decay", weight_decay, non_negative()),
+    ):
+        check(f"heal: {name}", value)
     if not 0 <= alpha <= 1 or temperature <= 0:
         raise InputError(
             f"heal: need 0 <= alpha <= 1 and temperature > 0 (got {alpha}, {temperature})"
@@ -169,7 +205,7 @@ def _objective(out, t_out, inputs, target, opts, seen=None) -> torch.Tensor:
 @torch.no_grad()
 def _validate(net, teacher, val, opts, device) -> tuple[float, float | None]:
     """``(mean objective, metric)`` on the validation data, in eval mode."""
-    from netsculpt.utils import eval_mode
+    from netsculpt.core.utils import eval_mode
 
     task = opts["task"]
     total, n_batches, tokens, nll, correct, cos, samples = 0.0, 0, 0, 0.0, 0, 0.0, 0
@@ -278,6 +314,8 @@ def _train(net, model, teacher, train, val, opts, masks, hidden, **kw) -> dict[s
                     with torch.no_grad():
                         t_out = forward(teacher, inputs) if teacher is not None else None
                     loss = _objective(out, t_out, inputs, target, opts, seen)
+                    if kw["penalty"] is not None:
+                        loss = loss + kw["penalty"]()
                 if acc is not None:
                     acc.backward(loss)
                 else:

@@ -8,7 +8,7 @@ from typing import Any
 
 from torch import nn
 
-from netsculpt.errors import InputError
+from netsculpt.core.errors import InputError
 
 LORA_KEYS = {"r", "alpha", "lora_alpha", "dropout", "lora_dropout", "target_modules", "bias"}
 

@@ -125,7 +125,7 @@ def _run(drop, mlp, steps, lr, n_train, n_test, batch_size, max_len, val_fractio
          progress, output) -> Report:  # fmt: skip
     import netsculpt as ns
     from netsculpt.core import progress as bar
-    from netsculpt.errors import InputError
+    from netsculpt.core.errors import InputError
     from netsculpt.hf.io import load_minilm
     from netsculpt.hf.layers import cut_layers
     from netsculpt.hf.structured import prune

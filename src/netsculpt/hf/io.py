@@ -24,7 +24,7 @@ from typing import Any
 
 from torch import nn
 
-from netsculpt.errors import InputError
+from netsculpt.core.errors import InputError
 from netsculpt.hf.config import hf_compatible, transformer_layers
 
 
@@ -51,6 +51,34 @@ def depth_for_manifest(config: dict[str, Any], edits: list[dict[str, Any]]) -> d
         config = dict(config, **{key: need})
         config.pop("layer_types", None)  # re-derived for the build depth
     return config
+
+
+# the example sequence a Hugging Face text model is measured on (params, MACs): one sequence
+# of this many token ids, in memory (the CLI) and on the meta device (shard by shard) alike
+EXAMPLE_TOKENS = 8
+
+
+def example_inputs(model: nn.Module, device: str | None = None) -> dict[str, Any]:
+    """``{"input_ids": (1, EXAMPLE_TOKENS)}`` for an HF text model: token ids drawn with a
+    fixed seed below ``config.vocab_size`` (zeros on the meta device, which holds no values).
+
+    >>> from types import SimpleNamespace
+    >>> m = nn.Linear(2, 2)
+    >>> m.config = SimpleNamespace(vocab_size=100)
+    >>> example_inputs(m)["input_ids"].shape
+    torch.Size([1, 8])
+    """
+    import torch
+
+    shape = (1, EXAMPLE_TOKENS)
+    if device is not None and torch.device(device).type == "meta":
+        return {"input_ids": torch.zeros(shape, dtype=torch.long, device="meta")}
+    vocab = getattr(getattr(model, "config", None), "vocab_size", None)
+    if not isinstance(vocab, int):
+        raise InputError(f"{type(model).__name__}: no config.vocab_size to draw token ids from")
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(0, vocab, shape, generator=g)
+    return {"input_ids": ids if device is None else ids.to(device)}
 
 
 def after_load(model: nn.Module) -> None:

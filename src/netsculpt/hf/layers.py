@@ -1,10 +1,9 @@
-"""Depth edits on the transformer layer list itself, for every HF family (post-LN BERT too).
+"""Which transformer layers to drop: layer scores (ShortGPT influence, angular distance, SLEB
+loss) and the cuts they decide, for every HF family (post-LN BERT too).
 
-``ns.cut`` / ``ns.merge`` work on residual blocks found in the graph; a post-LayerNorm encoder
-(BERT, MiniLM) has no ``x + f(x)`` block, yet deleting a whole layer still leaves a model that
-runs. These helpers edit the layer ``ModuleList`` directly and keep the config in step
-(``num_hidden_layers``, per-layer fields such as ``layer_types`` and ``max_window_layers``, each
-layer's ``layer_idx``), so ``save_pretrained`` describes the result.
+The edits themselves (:func:`drop_layers`, :func:`set_layers`, :func:`collapse_layers`: the
+layer list, the config's depth and per-layer fields, each layer's ``layer_idx``) are surgery's
+(:mod:`netsculpt.surgery.hf_layers`) and are re-exported here.
 
 >>> from netsculpt.hf.layers import layer_scores, drop_layers   # doctest: +SKIP
 >>> scores = layer_scores(model, batches, "influence")          # doctest: +SKIP
@@ -20,24 +19,26 @@ from typing import Any
 import torch
 from torch import nn
 
-from netsculpt.errors import InputError
-from netsculpt.hf.config import transformer_layers
-from netsculpt.surgery.hf import layer_fields
+from netsculpt.core.errors import InputError
+from netsculpt.surgery.hf_layers import (
+    collapse_layers,
+    drop_layers,
+    layer_list,
+    layers_trial,
+    set_layers,
+)
 
 CRITERIA = ("influence", "angular", "ppl")
-
-
-def layer_list(model: nn.Module) -> tuple[str, nn.ModuleList]:
-    """``(path, ModuleList)`` of the model's transformer layers; InputError when it has none.
-
-    >>> layer_list(nn.Linear(2, 2))
-    Traceback (most recent call last):
-    netsculpt.errors.InputError: Linear: found no transformer layer list
-    """
-    found = transformer_layers(model)
-    if found is None:
-        raise InputError(f"{type(model).__name__}: found no transformer layer list")
-    return found
+__all__ = [
+    "CRITERIA",
+    "collapse_layers",
+    "cut_layers",
+    "damage",
+    "drop_layers",
+    "layer_list",
+    "layer_scores",
+    "set_layers",
+]
 
 
 def _hidden(out: Any) -> torch.Tensor:
@@ -48,45 +49,6 @@ def _run(model: nn.Module, batch: Any) -> Any:
     if isinstance(batch, dict):
         return model(**batch)
     return model(batch)
-
-
-def set_layers(model: nn.Module, keep: list[nn.Module]) -> None:
-    """Make ``keep`` (layers of the current list, in order) the layer list, in place, and sync
-    the config: depth, per-layer fields (:func:`netsculpt.surgery.hf.layer_fields`: e.g.
-    ``layer_types``, ``max_window_layers``) and each layer's ``layer_idx``.
-
-    >>> set_layers(model, list(layer_list(model)[1])[::2])   # doctest: +SKIP
-    """
-    path, old = layer_list(model)
-    index = {id(m): i for i, m in enumerate(old)}
-    bad = [i for i, m in enumerate(keep) if id(m) not in index]
-    if bad:
-        raise InputError(f"set_layers: keep[{bad[0]}] is not a layer of {path}")
-    fields = layer_fields(model.config, [index[id(m)] for m in keep], len(old))
-    _place(model, path, keep)
-    model.config.num_hidden_layers = len(keep)
-    for name, value in fields.items():
-        setattr(model.config, name, value)
-
-
-def _place(model: nn.Module, path: str, keep: list[nn.Module]) -> None:
-    """Put ``keep`` at ``path`` as the layer list and renumber each layer's ``layer_idx``."""
-    parent, _, leaf = path.rpartition(".")
-    setattr(model.get_submodule(parent) if parent else model, leaf, nn.ModuleList(keep))
-    for i, layer in enumerate(keep):
-        for mod in layer.modules():
-            if isinstance(getattr(mod, "layer_idx", None), int):
-                mod.layer_idx = i
-
-
-def drop_layers(model: nn.Module, indices: Iterable[int]) -> list[int]:
-    """Delete the layers at ``indices`` (positions in the current list); returns them sorted."""
-    _, layers = layer_list(model)
-    drop = sorted({int(i) for i in indices})
-    if not drop or drop[0] < 0 or drop[-1] >= len(layers) or len(drop) >= len(layers):
-        raise InputError(f"drop_layers: bad indices {drop} for {len(layers)} layers")
-    set_layers(model, [m for i, m in enumerate(layers) if i not in drop])
-    return drop
 
 
 @torch.no_grad()
@@ -171,17 +133,11 @@ def _ppl_scores(model: nn.Module, layers: nn.ModuleList, batches: list) -> dict:
     if not _is_causal_lm(model):
         ref = [_main_out(_run(model, b)).float() for b in batches]
     base = damage(model, batches, ref)
-    path, keep = layer_list(model)[0], list(layers)
-    state = dict(vars(model.config))
+    keep = list(layers)
     scores = {}
     for i in range(len(keep)):
-        set_layers(model, keep[:i] + keep[i + 1 :])
-        try:
+        with layers_trial(model, keep[:i] + keep[i + 1 :]):  # then the layer comes back
             scores[i] = damage(model, batches, ref) - base
-        finally:  # the layer comes back: list, layer_idx and the config exactly as they were
-            _place(model, path, keep)
-            vars(model.config).clear()
-            vars(model.config).update(state)
     return scores
 
 
@@ -203,22 +159,3 @@ def cut_layers(
         removed += [original[id(layers[i])] for i in drop]
         drop_layers(model, drop)
     return sorted(removed)
-
-
-@torch.no_grad()
-def collapse_layers(model: nn.Module, first: int, span: int) -> None:
-    """LaCo RDSC: fold layers ``first+1 .. first+span-1`` into ``first`` with
-    ``θ = θ_first + Σ (θ_k − θ_first)`` (the original θ_first, not the notebook's in-place bug),
-    then delete them. Norms are kept from ``first``."""
-    _, layers = layer_list(model)
-    if span < 2 or first + span > len(layers):
-        raise InputError(f"collapse_layers: span {span} from {first} exceeds {len(layers)} layers")
-    base = layers[first]
-    orig = {n: p.detach().clone() for n, p in base.named_parameters()}
-    for k in range(first + 1, first + span):
-        other = dict(layers[k].named_parameters())
-        for n, p in base.named_parameters():
-            if "norm" in n.lower() or n not in other or other[n].shape != p.shape:
-                continue
-            p.add_(other[n] - orig[n])
-    drop_layers(model, range(first + 1, first + span))

@@ -1,4 +1,4 @@
-"""How much each block matters, measured on data (ALGORITHMS.md §1, §4).
+"""How much each block matters, measured on data (docs/algorithms.md §1, §4).
 
 Criteria (a block's *effect*; small = safe to remove):
 
@@ -42,9 +42,9 @@ from torch import nn
 from netsculpt.calibration import Batch, as_batches, collect, outputs, run, span_replaced
 from netsculpt.calibration.bn import adapted_bn, batchnorms
 from netsculpt.calibration.hooks import first_tensor, task_loss
-from netsculpt.errors import InputError
+from netsculpt.core.errors import InputError
+from netsculpt.core.utils import eval_mode
 from netsculpt.graph.blocks import Block, find_blocks
-from netsculpt.utils import eval_mode
 
 ABLATION = ("loss", "kl")
 HIDDEN = ("influence", "angular")

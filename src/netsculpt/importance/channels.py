@@ -15,9 +15,9 @@ from torch import nn
 
 from netsculpt.calibration.batches import iter_batches, run
 from netsculpt.calibration.hooks import task_loss
-from netsculpt.errors import InputError
+from netsculpt.core.errors import InputError
+from netsculpt.core.utils import eval_mode
 from netsculpt.graph.channels import Group, StructureGraph
-from netsculpt.utils import eval_mode
 
 ESTIMATORS: dict[str, Callable] = {}
 
@@ -43,7 +43,7 @@ def per_position(
     """``fn(t)`` summed over every dim but ``dim``: one float64 per position along ``dim``.
 
     Shared by the in-memory estimators and the shard-by-shard scorer
-    (:func:`netsculpt.hf.sharded.streamed_scores`), so both give equal scores.
+    (:func:`netsculpt.engine.backends.shards.streamed_scores`), so both give equal scores.
 
     >>> per_position(torch.tensor([[1.0, -2.0], [3.0, 4.0]]), 0, torch.abs).tolist()
     [3.0, 7.0]
@@ -95,6 +95,58 @@ def l1(model, graph, groups, data=None, **kw) -> dict[int, np.ndarray]:
 def l2(model, graph, groups, data=None, **kw) -> dict[int, np.ndarray]:
     """L2 norm of all parameter slices of the channel together."""
     return _magnitude(model, graph, groups, 2)
+
+
+@estimator("lamp")
+def lamp(model, graph, groups, data=None, **kw) -> dict[int, np.ndarray]:
+    """LAMP (Lee et al. 2021) per channel: with the group's squared channel norms sorted
+    ascending, the ``u``-th scores ``s_(u) / Σ_{v ≥ u} s_(v)``; the largest channel of every
+    group scores 1, so one global ranking needs no per-layer ratios (``global_=True``)."""
+    out = {}
+    for gid, norm in _magnitude(model, graph, groups, 2).items():
+        sq = norm**2
+        order = np.argsort(sq, kind="stable")
+        tail = np.cumsum(sq[order][::-1])[::-1]  # Σ over the channels at least as large
+        score = np.empty_like(sq)
+        score[order] = sq[order] / np.maximum(tail, 1e-300)
+        out[gid] = score
+    return out
+
+
+lamp.normalized = True  # comparable across groups as they are: a global ranking uses them raw
+
+
+@estimator("fpgm")
+def fpgm(model, graph, groups, data=None, **kw) -> dict[int, np.ndarray]:
+    """FPGM (He et al. 2019): a channel close to the geometric median of its group is
+    redundant; its score is ``Σ_j ||F_i − F_j||₂`` over the group's channels, ``F_i`` the
+    channel's slices of every producing weight (role ``out``; else every weight) together."""
+    tensors = _tensors(model)
+    out = {}
+    for g in groups:
+        members = [m for m in g.members if m.kind == "param" and m.tensor in tensors]
+        members = [m for m in members if m.role == "out"] or members
+        rows = [_channel_rows(tensors[m.tensor], m, g.size) for m in members]
+        rows = [r for r in rows if r is not None]
+        if not rows:
+            continue
+        f = torch.cat(rows, dim=1)
+        out[g.id] = torch.cdist(f, f).sum(1).cpu().numpy().astype(np.float64)
+    return out
+
+
+def _channel_rows(t: torch.Tensor, m: Any, size: int) -> torch.Tensor | None:
+    """``(size, k)``: each channel's positions of ``m``'s dim, with the rest of the tensor,
+    flattened (None when channels own unequal numbers of positions)."""
+    im = m.index_map
+    pos = np.nonzero(im >= 0)[0]
+    counts = np.bincount(im[pos], minlength=size)
+    if len(counts) != size or counts.min() != counts.max() or counts[0] == 0:
+        return None
+    order = pos[np.argsort(im[pos], kind="stable")]
+    x = t.detach().double().movedim(m.dim, 0)
+    x = x.index_select(0, torch.as_tensor(order, device=x.device))
+    return x.reshape(size, -1)
 
 
 @estimator("random")
@@ -232,8 +284,8 @@ def score_groups(
     data=None,
     seed: int = 0,
 ) -> dict[int, np.ndarray]:
-    """Scores for ``groups`` by the estimator ``name`` (l1, l2, taylor, activation, bn_scale,
-    random)."""
+    """Scores for ``groups`` by the estimator ``name`` (l1, l2, lamp, fpgm, taylor, activation,
+    bn_scale, random)."""
     if name not in ESTIMATORS:
         raise InputError(f"unknown importance '{name}'; choose one of {', '.join(ESTIMATORS)}")
     fn = ESTIMATORS[name]

@@ -7,8 +7,19 @@
 
 from __future__ import annotations
 
-from netsculpt.io.files import export, load_model_file
+from netsculpt.io.export import export
+from netsculpt.io.files import load_model_file
+from netsculpt.io.loading import load, read_manifest
 from netsculpt.io.manifest import record_module
-from netsculpt.io.saving import load, read_manifest, save
+from netsculpt.io.resolve import resolve_model
+from netsculpt.io.saving import save
 
-__all__ = ["export", "load", "load_model_file", "read_manifest", "record_module", "save"]
+__all__ = [
+    "export",
+    "load",
+    "load_model_file",
+    "read_manifest",
+    "record_module",
+    "resolve_model",
+    "save",
+]

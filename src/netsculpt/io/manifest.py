@@ -1,4 +1,5 @@
-"""The structure manifest: what surgery changed, written so that a fresh model can be rebuilt.
+"""The structure manifest: the edit log (:mod:`netsculpt.core.edits`) read back, so that a
+fresh model can be rebuilt.
 
 Ops that replace or insert a module call :func:`record_module` instead of ``setattr``; it sets
 the module and appends a rebuildable spec to ``model._netsculpt_edits``::
@@ -15,245 +16,102 @@ from __future__ import annotations
 
 import copy
 import importlib
-import inspect
 from collections import OrderedDict
 from typing import Any
 
+import torch
 from torch import nn
 
-from netsculpt.errors import InputError
-from netsculpt.utils import qualified_name
+from netsculpt.core.edits import (  # noqa: F401  (the edit log's names, read here)
+    _ALLOWED_PREFIXES,
+    _CONTAINERS,
+    STRUCTURAL_ATTRS,
+    _from_json,
+    get_submodule,
+    init_kwargs,
+    module_spec,
+    record_module,
+    set_submodule,
+    structural_attrs,
+)
+from netsculpt.core.errors import ManifestError
 
 FORMAT = "netsculpt/1"
 
-# structural attributes of common layers; surgery changes these, load sets them back
-STRUCTURAL_ATTRS = (
-    "in_features",
-    "out_features",
-    "in_channels",
-    "out_channels",
-    "groups",
-    "num_features",
-    "normalized_shape",
-    "num_groups",
-    "num_channels",
-    "embedding_dim",
-    "num_embeddings",
-    "embed_dim",
-    "num_heads",
-    "head_dim",
-    "kdim",
-    "vdim",
-    "hidden_dim",
-    "_qkv_same_embed_dim",
-)
 
-# only classes from these packages are rebuilt from a manifest (never import arbitrary code)
-_ALLOWED_PREFIXES = ("torch.nn.", "netsculpt.")
-_CONTAINERS = (nn.Sequential, nn.ModuleList)
+def existing_module(model: nn.Module, path: str, what: str) -> nn.Module:
+    """The submodule at ``path``, found through registered children only (never attributes);
+    ManifestError naming ``what`` when there is none."""
+    mod = model
+    for part in path.split(".") if path else []:
+        child = mod._modules.get(part)
+        if child is None:
+            raise ManifestError(f"load: {what} {path!r} names no module of {type(model).__name__}")
+        mod = child
+    return mod
 
 
-def _jsonable(value: Any) -> bool:
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return True
-    if isinstance(value, (tuple, list)):
-        return all(_jsonable(v) for v in value)
-    return False
+def _numel(module: nn.Module) -> int:
+    return sum(t.numel() for t in (*module.parameters(), *module.buffers()))
 
 
-def _to_json(value: Any) -> Any:
-    return [_to_json(v) for v in value] if isinstance(value, (tuple, list)) else value
-
-
-def _from_json(value: Any) -> Any:
-    # torch.nn constructors accept tuples wherever they store tuples (kernel_size, shapes)
-    return tuple(_from_json(v) for v in value) if isinstance(value, list) else value
-
-
-def structural_attrs(module: nn.Module) -> dict[str, Any]:
-    """Structural attributes present on ``module`` (whitelist + its ``_netsculpt_attrs``).
-
-    >>> structural_attrs(nn.Linear(4, 3))
-    {'in_features': 4, 'out_features': 3}
-    """
-    names = STRUCTURAL_ATTRS + tuple(getattr(module, "_netsculpt_attrs", ()))
-    out = {}
-    for name in names:
-        if name in module.__dict__ or hasattr(type(module), name):
-            value = getattr(module, name, None)
-            if _jsonable(value) and not callable(value):
-                out[name] = _to_json(value)
-    return out
-
-
-def init_kwargs(module: nn.Module, path: str = "") -> dict[str, Any]:
-    """Constructor kwargs that rebuild ``module``'s structure (weights come from the state dict).
-
-    A class may define ``_netsculpt_init()`` returning them; torch.nn layers are read from their
-    attributes by constructor parameter name.
-
-    >>> init_kwargs(nn.Linear(4, 3, bias=False))
-    {'in_features': 4, 'out_features': 3, 'bias': False}
-    """
-    custom = getattr(module, "_netsculpt_init", None)
-    if callable(custom):
-        kwargs = dict(custom())
-    else:
-        kwargs = {}
-        params = inspect.signature(type(module).__init__).parameters
-        for name, param in list(params.items())[1:]:
-            if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD) or name in (
-                "device",
-                "dtype",
-            ):
-                continue
-            if name == "bias" and isinstance(param.default, bool):
-                kwargs[name] = getattr(module, "bias", None) is not None
-            elif hasattr(module, name) and _jsonable(getattr(module, name)):
-                kwargs[name] = getattr(module, name)
-            elif param.default is param.empty:
-                raise InputError(
-                    f"cannot record {qualified_name(module)} at '{path}': constructor argument "
-                    f"'{name}' is not an attribute; define _netsculpt_init() returning its kwargs"
-                )
-    for key, value in kwargs.items():
-        if not _jsonable(value):
-            raise InputError(
-                f"cannot record {qualified_name(module)} at '{path}': kwarg '{key}' "
-                f"({type(value).__name__}) is not JSON; return plain values from _netsculpt_init"
+def construct(
+    cls: type, kwargs: dict[str, Any], what: str, budget: int | None, growth: int = 2
+) -> nn.Module:
+    """``cls(**kwargs)``, refused with one line when it fails or, built on the meta device
+    first, would hold more than ``growth`` × ``budget`` elements (the weights file's count,
+    plus some slack): a size nobody saved."""
+    if budget is not None:
+        try:
+            with torch.device("meta"):
+                probe = cls(**kwargs)
+        except Exception:  # noqa: BLE001 - the real build below says what is wrong
+            probe = None
+        if probe is not None and _numel(probe) > growth * budget + 10**7:
+            raise ManifestError(
+                f"load: {what} would build {_numel(probe):,} parameters; the weights file holds "
+                f"{budget:,} in all"
             )
-    return {k: _to_json(v) for k, v in kwargs.items()}
-
-
-def _shapes(module: nn.Module) -> list:
-    return [(k, tuple(v.shape)) for k, v in module.state_dict().items()]
-
-
-def _twin(module: nn.Module, twins: dict[str, nn.Module]) -> str | None:
-    """Path of another module of the same class and the same tensor shapes, if any."""
-    shapes = None
-    for path, other in twins.items():
-        if other is not module and type(other) is type(module):
-            shapes = _shapes(module) if shapes is None else shapes
-            if _shapes(other) == shapes:
-                return path
-    return None
-
-
-def module_spec(
-    module: nn.Module,
-    known: dict[int, str],
-    path: str = "",
-    twins: dict[str, nn.Module] | None = None,
-) -> dict[str, Any]:
-    """Rebuildable spec of ``module``; modules in ``known`` (id → path) become ``{"ref": path}``.
-
-    >>> module_spec(nn.Sequential(nn.Identity()), {})["children"]
-    [['0', {'type': 'torch.nn.modules.linear.Identity', 'kwargs': {}}]]
-    """
-    if id(module) in known:
-        return {"ref": known[id(module)]}
-    type_name = qualified_name(module)
-    twin = _twin(module, twins or {})
-    if not type_name.startswith(_ALLOWED_PREFIXES) and twin is not None:
-        # a copy of a module of the model (block expansion): rebuilt by copying that module
-        return {"copy": twin}
-    if not type_name.startswith(_ALLOWED_PREFIXES):
-        raise InputError(
-            f"cannot record {type_name} at '{path}': only torch.nn and netsculpt modules can be "
-            "rebuilt on load; use a torch.nn container or a netsculpt module"
-        )
-    spec: dict[str, Any] = {"type": type_name}
-    if type(module) in _CONTAINERS:  # subclasses have their own constructors
-        spec["kwargs"] = {}
-        spec["children"] = [
-            [name, module_spec(child, known, f"{path}.{name}" if path else name, twins)]
-            for name, child in module.named_children()
-        ]
-    else:
-        spec["kwargs"] = init_kwargs(module, path)
-    return spec
-
-
-def record_module(model: nn.Module, path: str, module: nn.Module) -> dict[str, Any]:
-    """Put ``module`` at ``path`` in ``model`` and record how to rebuild it; returns the spec.
-
-    Parts of ``module`` already in ``model`` are recorded as references to their current path.
-    A later edit at the same path replaces an earlier one unless it refers back to it.
-
-    >>> net = nn.Sequential(nn.Linear(2, 2), nn.ReLU())
-    >>> record_module(net, "1", nn.Identity())["type"]
-    'torch.nn.modules.linear.Identity'
-    """
-    if not path:
-        raise InputError("record_module: path is empty; the root module cannot be replaced")
-    known = {}
-    for name, sub in model.named_modules(remove_duplicate=False):
-        if name and id(sub) not in known:
-            known[id(sub)] = name
-    current = get_submodule(model, path)  # the target must exist: replacing, not inventing
-    if current is module:
-        # edited in place (e.g. its class swapped): record what it is now, not a self-reference
-        known.pop(id(module), None)
-    twins = {name: sub for name, sub in model.named_modules() if name}
-    spec = {"path": path, **module_spec(module, known, path, twins)}
-    set_submodule(model, path, module)
-    edits: list[dict[str, Any]] = list(getattr(model, "_netsculpt_edits", []))
-    if not _refers_into(spec, path):
-        # the new module is self-contained: earlier edits at or below this path are moot
-        edits = [e for e in edits if not _is_under(e["path"], path)]
-    edits.append(spec)
-    model._netsculpt_edits = edits
-    return spec
-
-
-def _is_under(path: str, prefix: str) -> bool:
-    return path == prefix or path.startswith(prefix + ".")
-
-
-def _refers_into(spec: dict[str, Any], path: str) -> bool:
-    if "ref" in spec:
-        return _is_under(spec["ref"], path)
-    return any(_refers_into(child, path) for _, child in spec.get("children", []))
-
-
-def get_submodule(model: nn.Module, path: str) -> nn.Module:
-    """``model.get_submodule(path)`` with an InputError naming the path."""
     try:
-        return model.get_submodule(path)
-    except AttributeError as exc:
-        raise InputError(f"no submodule '{path}' in {type(model).__name__}") from exc
+        return cls(**kwargs)
+    except Exception as exc:  # noqa: BLE001 - constructors raise anything on bad sizes
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise ManifestError(f"load: {what}: cannot build {cls.__name__}: {first}") from exc
 
 
-def set_submodule(model: nn.Module, path: str, module: nn.Module) -> None:
-    """Replace the submodule at dotted ``path`` (works for Sequential / ModuleList indices)."""
-    parent_path, _, leaf = path.rpartition(".")
-    parent = get_submodule(model, parent_path) if parent_path else model
-    setattr(parent, leaf, module)
+def build_module(
+    spec: dict[str, Any], model: nn.Module, budget: int | None = None, what: str = "manifest.json"
+) -> nn.Module:
+    """Rebuild a module from its spec, resolving ``{"ref": path}`` against ``model`` now.
 
-
-def build_module(spec: dict[str, Any], model: nn.Module) -> nn.Module:
-    """Rebuild a module from its spec, resolving ``{"ref": path}`` against ``model`` now."""
+    ``budget`` (the element count of the weights file) bounds what a spec may build."""
     if "ref" in spec:
-        return get_submodule(model, spec["ref"])
+        return existing_module(model, spec["ref"], f"{what}.ref")
     if "copy" in spec:
-        return copy.deepcopy(get_submodule(model, spec["copy"]))
+        return copy.deepcopy(existing_module(model, spec["copy"], f"{what}.copy"))
     cls = _import_class(spec["type"])
     kwargs = {k: _from_json(v) for k, v in spec.get("kwargs", {}).items()}
     if "children" in spec:
-        children = [(name, build_module(child, model)) for name, child in spec["children"]]
-        if cls is nn.Sequential:
+        if cls not in _CONTAINERS:
+            raise ManifestError(f"load: {what}.children: only Sequential / ModuleList have them")
+        children = [
+            (name, build_module(child, model, budget, f"{what}.children[{j}]"))
+            for j, (name, child) in enumerate(spec["children"])
+        ]
+        if cls is nn.ModuleList:
+            if [name for name, _ in children] != [str(j) for j in range(len(children))]:
+                raise ManifestError(f"load: {what}.children: ModuleList children are 0, 1, ...")
+            return nn.ModuleList([module for _, module in children])
+        try:
             return nn.Sequential(OrderedDict(children))
-        return nn.ModuleList([module for _, module in children])
-    try:
-        return cls(**kwargs)
-    except TypeError as exc:
-        raise InputError(f"manifest.json: cannot build {spec['type']}({kwargs}): {exc}") from exc
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ManifestError(f"load: {what}.children: {exc}") from exc
+    return construct(cls, kwargs, f"{what}.kwargs", budget)
 
 
 def _import_class(type_name: str) -> type:
     if not type_name.startswith(_ALLOWED_PREFIXES):
-        raise InputError(
+        raise ManifestError(
             f"manifest.json: refusing to import {type_name}; only torch.nn and netsculpt classes"
         )
     module_name, _, qual = type_name.rpartition(".")
@@ -266,9 +124,11 @@ def _import_class(type_name: str) -> type:
             module_name, _, head = module_name.rpartition(".")
             qual = f"{head}.{qual}"
     else:
-        raise InputError(f"manifest.json: cannot import {type_name}")
+        raise ManifestError(f"manifest.json: cannot import {type_name}")
     for part in qual.split("."):
         obj = getattr(obj, part, None)
     if not (isinstance(obj, type) and issubclass(obj, nn.Module)):
-        raise InputError(f"manifest.json: {type_name} is not an nn.Module class")
+        raise ManifestError(f"manifest.json: {type_name} is not an nn.Module class")
+    if not obj.__module__.startswith(("torch.nn", "netsculpt")):
+        raise ManifestError(f"manifest.json: {type_name} is defined outside torch.nn and netsculpt")
     return obj

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from netsculpt.calibration.batches import loader, logits_of, run, split_batch, to_device
-from netsculpt.errors import InputError
+from netsculpt.core.errors import InputError
 
 METRICS = ("accuracy", "loss", "perplexity", "fidelity")
 TASKS = ("classification", "lm", "embedding")
@@ -129,7 +129,7 @@ def evaluate(
     if metric == "fidelity" and reference is None:
         raise InputError("evaluate: metric='fidelity' needs reference= (the original model)")
     result: dict[str, Any] = {"metric": metric}
-    from netsculpt.utils import eval_mode
+    from netsculpt.core.utils import eval_mode
 
     with eval_mode(model), eval_mode(reference) if reference is not None else nullcontext():
         result.update(_score(model, data, metric, task, reference, max_batches))

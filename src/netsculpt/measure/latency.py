@@ -9,8 +9,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from netsculpt.errors import InputError
-from netsculpt.utils import eval_mode, normalize_inputs
+from netsculpt.core.errors import InputError
+from netsculpt.core.utils import eval_mode, normalize_inputs
 
 
 def latency_ms(

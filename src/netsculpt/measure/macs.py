@@ -15,8 +15,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from netsculpt.errors import CaptureError
-from netsculpt.utils import eval_mode, normalize_inputs
+from netsculpt.core.errors import CaptureError
+from netsculpt.core.utils import eval_mode, normalize_inputs
 
 aten = torch.ops.aten
 
@@ -165,6 +165,33 @@ def macs_from_graph(graph_module: torch.fx.GraphModule) -> int:
             rule = _RULES.get(packet)
             if rule is not None:
                 total += int(rule(node))
+    return total
+
+
+def macs_inside(ep: torch.export.ExportedProgram, paths: Sequence[str]) -> int:
+    """MACs of the counted ops of ``ep`` called from inside the modules at ``paths`` (or their
+    submodules): what removing those modules takes off :func:`macs_from_program`.
+
+    >>> m = nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2))
+    >>> ep = torch.export.export(m, (torch.zeros(1, 4),))
+    >>> macs_inside(ep, ["2"]), macs_from_program(ep)
+    (6, 18)
+    """
+    from netsculpt.graph.capture import _clean_path
+
+    wanted = set(paths)
+    prefixes = tuple(p + "." for p in wanted)
+    total = 0
+    for node in ep.graph_module.graph.nodes:
+        if node.op != "call_function":
+            continue
+        rule = _RULES.get(getattr(node.target, "overloadpacket", None))
+        if rule is None:
+            continue
+        stack = node.meta.get("nn_module_stack") or {}
+        mods = {_clean_path(v[0]) for v in stack.values()}
+        if any(m in wanted or m.startswith(prefixes) for m in mods):
+            total += int(rule(node))
     return total
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from netsculpt.utils import unique_state_dict
+from netsculpt.core.utils import unique_state_dict
 
 
 def count_params(model: nn.Module) -> int:

@@ -2,334 +2,399 @@
 
 ``ns.cut(model, example_inputs, threshold=0.01, data=calib)`` removes every block whose effect
 (default: ablation KL to the original output) is below the threshold; ``count=n`` removes the
-``n`` least important; ``iterative=True`` re-scores after each removal (SLEB). Residual blocks
-go (the skip path remains); a shape-preserving layer becomes the identity; a shape-changing
-layer becomes a bridge fitted by ridge least squares (``bridge="train"``: then distilled on the
-calibration data), folded into the next Linear when it can be.
+``n`` least important; ``target_params=`` removes the least important until the model is that
+small; ``iterative=True`` re-scores after each removal (SLEB). Residual blocks go (the skip
+path remains); a shape-preserving layer becomes the identity; a shape-changing layer becomes a
+bridge fitted by ridge least squares (``bridge="train"``: then distilled), folded when it can be.
+
+The op only plans: scores come from :mod:`netsculpt.importance.blocks`, the plan is a list of
+``remove_block`` actions (deepest first, each bridge with its fitted weights) and, with data on
+a BatchNorm model, a ``recalibrate_bn`` action; the session's backend applies it.
 """
 
 from __future__ import annotations
 
 import random
-from dataclasses import asdict, dataclass
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torch.nn.functional as F
-from torch import nn
 
-from netsculpt.calibration import as_batches, first_tensor, run, span_replaced
-from netsculpt.calibration.bn import batchnorms, recalibrate_bn, save_bn
-from netsculpt.errors import InputError, VerificationError
-from netsculpt.graph.blocks import Block, find_blocks
-from netsculpt.graph.capture import Captured, capture
-from netsculpt.importance.blocks import CRITERIA, BlockScorer, replacement
-from netsculpt.report import Report, Snapshot
-from netsculpt.surgery.depth import Undo, fold_bridge, make_bridge, remove_block
-from netsculpt.utils import eval_mode
+from netsculpt.calibration.bn import batchnorms
+from netsculpt.core.config import (
+    OpConfig,
+    budget,
+    finite,
+    integer,
+    non_negative,
+    one_of,
+    option,
+)
+from netsculpt.core.errors import InputError
+from netsculpt.core.plan import Action, Plan
+from netsculpt.core.select import is_ignored
+from netsculpt.graph.blocks import Block, block_ignored
+from netsculpt.importance.blocks import CRITERIA, BlockScorer
+from netsculpt.measure.blocks import blocks_to_budget, bridge_dims, mac_delta
+from netsculpt.measure.params import count_params, saved_size_bytes
+from netsculpt.report import Snapshot
 
 BRIDGES = ("lstsq", "train", "none")
 BASELINES = ("random", "last")
 
 
-@dataclass(frozen=True)
-class CutConfig:
-    """What to cut. Exactly one of ``threshold`` / ``count`` / ``blocks``.
+def _importance(name: str, v: Any) -> None:
+    if callable(v):
+        return
+    if v not in (*CRITERIA, *BASELINES) or v == "gradmax":
+        crit = ", ".join((*CRITERIA[:-1], *BASELINES))
+        raise InputError(
+            f"{name}: unknown criterion {v!r}: one of {crit}, or fn(model, block) -> float"
+        )
 
-    ``criterion``: a block criterion of :mod:`netsculpt.importance.blocks`, or the baselines
-    ``"random"`` / ``"last"`` (drop the deepest removable blocks).
-    ``recalibrate_bn``: with ``data``, re-estimate BatchNorm running statistics on it after the
-    cut (and inside the ablations that score blocks, so scores measure that network).
+
+@dataclass(frozen=True)
+class CutConfig(OpConfig):
+    """What to cut. Exactly one of ``threshold`` / ``count`` / ``blocks`` / ``target_params``.
+
+    ``importance``: a block criterion of :mod:`netsculpt.importance.blocks` (``kl``, ``loss``,
+    ``influence``, ``angular``, ``taylor``), the baselines ``"random"`` / ``"last"`` (drop the
+    deepest removable blocks), or a callable ``fn(model, block) -> float``; low = removable.
+    ``threshold``: blocks scoring below it go; its unit is the criterion's: KL in nats per
+    sample / token for ``kl`` (the default; relative MSE for a single regression output), the
+    loss change in nats for ``loss``, ``1 - cos`` for ``influence``, a fraction of π for
+    ``angular``, loss units for ``taylor``. ``target_params``: the lowest-scoring blocks go, in
+    order, until the parameters are at or below it (a fraction ≤ 1 of the original, or an
+    absolute count > 1). ``recalibrate_bn``: with ``data``, re-estimate BatchNorm running
+    statistics on it after the cut (and inside the ablations that score blocks, so scores
+    measure that network).
     """
 
-    threshold: float | None = None
-    count: int | None = None
-    blocks: tuple[str, ...] = ()
-    criterion: str = "kl"
-    iterative: bool = False
-    bridge: str = "lstsq"
-    protect: tuple[str, ...] = ()
-    ridge: float = 1e-3
-    max_batches: int = 8
-    train_steps: int = 200
-    seed: int = 0
-    recalibrate_bn: bool = True
+    threshold: float | None = option(
+        None, finite(), "remove blocks scoring below this (the criterion's unit; kl: nats)"
+    )
+    count: int | None = option(None, integer(1), "remove the N lowest-scoring blocks")
+    blocks: tuple[str, ...] = option((), None, "remove these blocks, by name")
+    target_params: float | None = option(
+        None, budget(), "remove the lowest-scoring blocks until params ≤ this (fraction or count)"
+    )
+    importance: str | Callable = option(
+        "kl", _importance, "block scores: kl, loss, influence, angular, taylor, random, last, "
+        "or fn(model, block) -> float (low = removable)"
+    )  # fmt: skip
+    iterative: bool = option(False, None, "re-score after each removal (SLEB)")
+    bridge: str = option("lstsq", one_of(*BRIDGES), "shape-changing layers: lstsq, train, none")
+    ignore: Any = option((), None, "blocks never to remove: names, globs, modules, filter_fn")
+    ridge: float = option(1e-3, non_negative(), "ridge of the bridge fit (relative)")
+    train_steps: int = option(200, integer(1), "bridge='train': distillation steps")
+    recalibrate_bn: bool = option(True, None, "re-estimate BatchNorm statistics on the data")
+    max_batches: int = option(8, integer(1), "calibration batches read")
+    batch_size: int | None = option(None, integer(1), "batch size when data is a Dataset")
+    seed: int = option(0, integer(0), "seed of every random choice")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        chosen = [
+            self.threshold is not None,
+            self.count is not None,
+            bool(self.blocks),
+            self.target_params is not None,
+        ]
+        if sum(chosen) != 1:
+            raise InputError(
+                "cut: pass exactly one of threshold=, count=, blocks= or target_params="
+            )
 
 
-def cut(
-    model: nn.Module,
-    example_inputs: Any,
-    *,
-    data: Any = None,
-    threshold: float | None = None,
-    count: int | None = None,
-    blocks: list[str] | tuple[str, ...] = (),
-    criterion: str = "kl",
-    iterative: bool = False,
-    bridge: str = "lstsq",
-    protect: list[str] | tuple[str, ...] = (),
-    max_batches: int = 8,
-    seed: int = 0,
-    recalibrate_bn: bool = True,
-) -> Report:
+CONFIGS = (CutConfig,)
+
+
+def prepare(cls: type, overrides: dict[str, Any]) -> dict[str, Any]:
+    """``criterion=`` is the old name of ``importance=``; ``blocks`` / ``ignore`` as tuples."""
+    kw = dict(overrides)
+    if "criterion" in kw:
+        crit = kw.pop("criterion")
+        if kw.get("importance", crit) != crit:
+            raise InputError("cut: criterion= is the old name of importance=; pass only one")
+        kw["importance"] = crit
+    if "protect" in kw:
+        raise InputError("cut: protect= is now ignore= (block names, globs, modules, filter_fn)")
+    for k in ("blocks", "ignore"):
+        v = kw.get(k)
+        if isinstance(v, str):
+            kw[k] = (v,)
+        elif isinstance(v, list):
+            kw[k] = tuple(v)
+    if kw.get("blocks") is None:
+        kw.pop("blocks", None)
+    return kw
+
+
+def run(session: Any, cfg: CutConfig) -> Any:
     """Remove blocks in place (the seed's 剪切) and return a Report of what went and how.
+
+    Exactly one of ``threshold`` (blocks scoring below it go; unit: the criterion's, KL in nats
+    by default), ``count`` (the ``n`` lowest-scoring), ``blocks`` (by name) or
+    ``target_params`` (the lowest-scoring, in order, until the parameters are at or below it:
+    a fraction ≤ 1 of the original or an absolute count). ``importance``: a block criterion
+    (``kl``, ``loss``, ``influence``, ``angular``, ``taylor``), ``random`` / ``last``, or any
+    ``fn(model, block) -> float``; ``criterion=`` is its old name. ``ignore``: blocks never to
+    remove (names, globs, modules or ``filter_fn(module, name)``).
 
     With ``data``, BatchNorm running statistics are re-estimated on it after the cut
     (``recalibrate_bn=False`` keeps the old ones) and block scores are measured the same way.
+    ``report.plan`` replays the cut on a fresh copy (``ns.apply``).
 
     Example::
 
         report = ns.cut(model, x, data=calib, threshold=0.01)      # effect < 0.01 goes
         report = ns.cut(model, x, data=calib, count=2, iterative=True)
+        report = ns.cut(model, x, data=calib, target_params=0.8)   # at most 80% of the params
     """
-    config = CutConfig(
-        threshold=threshold, count=count, blocks=tuple(blocks), criterion=criterion,
-        iterative=iterative, bridge=bridge, protect=tuple(protect), max_batches=max_batches,
-        seed=seed, recalibrate_bn=recalibrate_bn,
-    )  # fmt: skip
-    return apply_cut(model, example_inputs, config, data)
+    blocks = session.blocks()
+    names = {b.name for b in blocks}
+    _check_ignore(session, names)
+    cands = _candidates(session, blocks)
+    unknown = [n for n in cfg.blocks if n not in names]
+    if unknown:
+        raise InputError(f"cut: no block named {unknown[0]!r}; blocks are {sorted(names)}")
+    for b in blocks:
+        if b.name in cfg.blocks and b not in cands:
+            why = b.reason or ("ignored (ignore=)" if b.removable else "protected")
+            raise InputError(f"cut: block '{b.name}' cannot be removed: {why}")
+    if cfg.count is not None and cfg.count > len(cands):
+        raise InputError(
+            f"cut: count={cfg.count} but only {len(cands)} blocks can be removed "
+            f"({', '.join(b.name for b in cands) or 'none'})"
+        )
+    before = _snapshot(session)
+    state = _State(before)
+    if cfg.target_params is not None:
+        t = cfg.target_params
+        state.goal = int(t * before.params) if t <= 1 else int(t)
+    if cfg.iterative and cfg.importance not in BASELINES and not cfg.blocks:
+        _iterative(session, cfg, state)
+    else:
+        _one_shot(session, cfg, blocks, cands, state)
+    if state.recalibrated:
+        layers, batches = state.recalibrated
+        session.notes.append(
+            f"BatchNorm running statistics re-estimated on {batches} calibration batches "
+            f"({layers} layers; recalibrate_bn=False keeps the old ones)"
+        )
+    label = _label(cfg.importance)
+    if not state.removed:
+        if state.goal is None:
+            session.notes.append(f"no block has {label} < {cfg.threshold}: nothing removed")
+        elif before.params <= state.goal:
+            session.notes.append(
+                f"params {before.params:,} are already at or below the target {state.goal:,}: "
+                "nothing removed"
+            )
+    after = _snapshot(session, None if state.reread else state.macs)
+    if state.goal is not None and after.params > state.goal:
+        session.notes.append(
+            f"params budget not reached: {after.params:,} > {state.goal:,} (no block that can "
+            "be removed is left)"
+        )
+    plan = Plan("cut", state.actions, cfg.to_dict())
+    details = {"removed": state.removed, "scores": state.scores, "criterion": label}
+    return session.report("cut", {}, plan, before, after, details)
 
 
-def _check(config: CutConfig) -> None:
-    chosen = [config.threshold is not None, config.count is not None, bool(config.blocks)]
-    if sum(chosen) != 1:
-        raise InputError("cut: pass exactly one of threshold=, count= or blocks=")
-    if config.criterion not in (*CRITERIA, *BASELINES) or config.criterion == "gradmax":
-        crit = ", ".join((*CRITERIA[:-1], *BASELINES))
-        raise InputError(f"cut: unknown criterion {config.criterion!r}: one of {crit}")
-    if config.bridge not in BRIDGES:
-        raise InputError(f"cut: bridge must be one of {', '.join(BRIDGES)}, got {config.bridge!r}")
-    if config.count is not None and config.count < 1:
-        raise InputError(f"cut: count must be >= 1, got {config.count}")
+class _State:
+    """What a cut has done so far: the applied actions, report rows, and the predicted MACs."""
+
+    def __init__(self, before: Snapshot) -> None:
+        self.actions: list[Action] = []
+        self.removed: list[dict[str, Any]] = []
+        self.scores: dict[str, float] = {}
+        self.macs: int | None = before.macs
+        self.goal: int | None = None
+        self.reread = False  # the backend had to re-export: measure the MACs afresh
+        self.recalibrated: tuple[int, int] | None = None
 
 
-def _candidates(blocks: list[Block], config: CutConfig) -> list[Block]:
-    return [b for b in blocks if b.removable and b.name not in config.protect]
+def _label(importance: Any) -> str:
+    return importance if isinstance(importance, str) else getattr(importance, "__name__", "fn")
 
 
-def _scores(scorer: BlockScorer | None, cands: list[Block], config: CutConfig) -> dict:
-    if config.criterion == "random":
-        rng = random.Random(config.seed)
+def _snapshot(session: Any, macs: int | None = None) -> Snapshot:
+    """Params, MACs and saved size; with ``macs`` (predicted from the captures the removals
+    were planned on), without a new export."""
+    if macs is None:
+        snap = session.snapshot()
+    else:
+        snap = Snapshot(params=count_params(session.model), macs=macs)
+    snap.size_bytes = saved_size_bytes(session.model)
+    return snap
+
+
+def _check_ignore(session: Any, names: set[str]) -> None:
+    paths = [n for n, _ in session.model.named_modules() if n]
+    for p in session.ignore:
+        if not any(is_ignored(q, [p]) for q in paths):
+            raise InputError(f"cut: ignore names no module {p!r}; blocks are {sorted(names)}")
+
+
+def _ignored(session: Any, block: Block) -> bool:
+    """A block is kept whole when it, or any module inside it, is ignored."""
+    return block_ignored(session.model, block, session.ignore)
+
+
+def _candidates(session: Any, blocks: list[Block]) -> list[Block]:
+    return [b for b in blocks if b.removable and not _ignored(session, b)]
+
+
+def _scorer(session: Any, cfg: CutConfig, blocks: list[Block]) -> BlockScorer:
+    data = session.batches() if session.has_data else None
+    return BlockScorer(session.model, session.example_inputs, data, blocks,
+                       max_batches=cfg.max_batches, ridge=cfg.ridge,
+                       adapt_bn=cfg.recalibrate_bn)  # fmt: skip
+
+
+def _needs_scorer(cfg: CutConfig, blocks: list[Block]) -> bool:
+    scored = isinstance(cfg.importance, str) and cfg.importance not in BASELINES and not cfg.blocks
+    fitted = cfg.bridge != "none" and any(b.how.startswith("bridge") for b in blocks)
+    return scored or fitted
+
+
+def _scores(session: Any, scorer: BlockScorer | None, cands: list[Block], cfg: CutConfig) -> dict:
+    imp = cfg.importance
+    if callable(imp):
+        out = {}
+        for b in cands:
+            v = imp(session.model, b)
+            if isinstance(v, torch.Tensor):
+                v = v.item()
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                raise InputError(
+                    f"importance callable: block '{b.name}' needs a number, got {type(v).__name__}"
+                )
+            out[b.name] = float(v)
+        return out
+    if imp == "random":
+        rng = random.Random(cfg.seed)
         return {b.name: rng.random() for b in cands}
-    if config.criterion == "last":
+    if imp == "last":
         return {b.name: -float(i) for i, b in enumerate(cands)}
     assert scorer is not None
-    scores = scorer.score(config.criterion)
+    scores = scorer.score(imp)
     return {b.name: scores[b.name] for b in cands}
 
 
-def snapshot(model: nn.Module, cap: Captured) -> Snapshot:
-    """Params, MACs (from an existing capture: no second export) and saved size."""
-    from netsculpt.measure.macs import macs_from_program
-    from netsculpt.measure.params import count_params, saved_size_bytes
-
-    return Snapshot(
-        params=count_params(model),
-        macs=macs_from_program(cap.program),
-        size_bytes=saved_size_bytes(model),
-    )
-
-
-def apply_cut(model: nn.Module, example_inputs: Any, config: CutConfig, data: Any = None) -> Report:
-    """The cut engine: validate, score, pick, remove (all or nothing), report."""
-    _check(config)
-    cap = capture(model, example_inputs)
-    blocks = find_blocks(model, example_inputs, cap)
-    names = {b.name for b in blocks}
-    cands = _candidates(blocks, config)
-    unknown = [n for n in (*config.blocks, *config.protect) if n not in names]
-    if unknown:
-        raise InputError(f"cut: no block named {unknown[0]!r}; blocks are {sorted(names)}")
-    not_removable = [b for b in blocks if b.name in config.blocks and b not in cands]
-    if not_removable:
-        b = not_removable[0]
-        raise InputError(f"cut: block '{b.name}' cannot be removed: {b.reason or 'protected'}")
-    if config.count is not None and config.count > len(cands):
-        raise InputError(
-            f"cut: count={config.count} but only {len(cands)} blocks can be removed "
-            f"({', '.join(b.name for b in cands) or 'none'})"
-        )
-    # read the calibration data once: every scorer and the BatchNorm re-estimation see the same
-    # batches, so a block's score is measured on the batches the delivered model is fitted to
-    data = as_batches(data, None, config.max_batches) if data is not None else None
-    before = snapshot(model, cap)
-    undo = Undo(model)
-    removed: list[dict[str, Any]] = []
-    notes: list[str] = []
-    all_scores: dict[str, float] = {}
-    try:
-        if config.iterative and config.criterion not in BASELINES and not config.blocks:
-            _iterative(
-                model, example_inputs, config, data, blocks, undo, removed, notes, all_scores
-            )
-        else:
-            _one_shot(model, example_inputs, config, data, blocks, undo, removed, notes, all_scores)
-        if removed:
-            _recalibrate(model, config, data, undo, notes)
-    except Exception:
-        undo.restore()
-        raise
-    after = snapshot(model, capture(model, example_inputs))
-    notes.extend(undo.notes)
-    if not removed:
-        notes.append(f"no block has {config.criterion} < {config.threshold}: nothing removed")
-    return Report(
-        op="cut",
-        config=asdict(config),
-        before=before,
-        after=after,
-        details={"removed": removed, "scores": all_scores, "criterion": config.criterion},
-        notes=notes,
-    )
-
-
-def _pick(scores: dict[str, float], config: CutConfig, limit: int | None) -> list[str]:
+def _pick(scores: dict[str, float], cfg: CutConfig, limit: int | None) -> list[str]:
     order = sorted((s, n) for n, s in scores.items() if s == s)  # NaN: not scorable
-    if config.threshold is not None:
-        order = [(s, n) for s, n in order if s < config.threshold]
+    if cfg.threshold is not None:
+        order = [(s, n) for s, n in order if s < cfg.threshold]
     return [n for _, n in order[:limit]]
 
 
-def _one_shot(model, example_inputs, config, data, blocks, undo, removed, notes, all_scores):
-    cands = _candidates(blocks, config)
-    scorer = None
-    needs_data = config.criterion not in BASELINES or any(b.how.startswith("bridge") for b in cands)
-    if needs_data:
-        scorer = BlockScorer(model, example_inputs, data, blocks, max_batches=config.max_batches,
-                             ridge=config.ridge, adapt_bn=config.recalibrate_bn)  # fmt: skip
-    if config.blocks:
-        chosen = list(config.blocks)
+def _action(block: Block, scorer: BlockScorer | None, cfg: CutConfig, score: Any) -> Action:
+    """The ``remove_block`` action for ``block`` (a bridge with its fitted weights)."""
+    args: dict[str, Any] = {
+        "block": block.name, "how": block.how, "block_kind": block.kind, "params": block.params,
+    }  # fmt: skip
+    if block.how.startswith("bridge"):
+        in_f, out_f = bridge_dims(block)
+        if cfg.bridge == "none":  # the naive baseline: keep / zero-pad the first channels
+            w = torch.eye(out_f, in_f, dtype=torch.float64)
+            b = torch.zeros(out_f, dtype=torch.float64)
+        else:
+            assert scorer is not None
+            w, b = scorer.bridge(block)
+        args.update(weight=w.tolist(), bias=b.tolist(), bridge=cfg.bridge, fold=True)
+        if cfg.bridge == "train":
+            args.update(train_steps=cfg.train_steps, trained=False)
+    return Action("remove_block", args, None if score is None or score != score else float(score))
+
+
+def _recalibrates(session: Any, cfg: CutConfig) -> bool:
+    return cfg.recalibrate_bn and session.has_data and bool(batchnorms(session.model))
+
+
+def _remove(session: Any, cfg: CutConfig, actions: list[Action]) -> Plan:
+    """Apply one removal step: its ``remove_block`` actions, then (with data, on a BatchNorm
+    model) the ``recalibrate_bn`` action. Returns what was applied."""
+    done = session.apply(Plan("cut", list(actions)))
+    if done.of_kind("remove_block") and _recalibrates(session, cfg):
+        done.extend(session.apply(Plan("cut", [Action("recalibrate_bn", {})])))
+    return done
+
+
+def _record(session: Any, state: _State, done: Plan, by_name: dict, deltas: dict, prefix: str):
+    """Note each applied removal (in the order the backend applied them) and keep its row."""
+    lines = []
+    for a in done.actions:
+        if a.kind == "recalibrate_bn":
+            state.recalibrated = (a.args.get("layers", 0), a.args.get("batches", 0))
+        elif a.kind == "remove_block":
+            name = a.args["block"]
+            b = by_name[name]
+            line = prefix + a.args.pop("_note", f"{name}: removed")
+            if state.macs is not None:
+                state.macs += deltas[name]
+            state.removed.append({
+                "block": name, "kind": b.kind, "how": b.how, "params": b.params,
+                "score": a.score, "note": line,
+            })  # fmt: skip
+            lines.append(line)
+        state.actions.append(a)
+    return lines
+
+
+def _apply_step(session: Any, cfg: CutConfig, state: _State, blocks: list, actions, prefix=""):
+    by_name = {b.name: b for b in blocks}
+    prog = session.captured.program
+    deltas = {
+        a.args["block"]: mac_delta(session.model, prog, by_name[a.args["block"]]) for a in actions
+    }
+    pos, exports = len(session.notes), session.exports
+    done = _remove(session, cfg, actions)
+    # the backend re-read the blocks (an edit renamed one): the predicted MACs may not hold
+    state.reread = state.reread or session.exports > exports
+    session.notes[pos:pos] = _record(session, state, done, by_name, deltas, prefix)
+
+
+def _one_shot(session: Any, cfg: CutConfig, blocks: list, cands: list, state: _State) -> None:
+    model = session.model
+    if cfg.blocks:
+        chosen = list(cfg.blocks)
+        named = [b for b in cands if b.name in cfg.blocks]
+        scorer = _scorer(session, cfg, named) if _needs_scorer(cfg, named) else None
     else:
-        scores = _scores(scorer, cands, config)
-        all_scores.update(scores)
-        chosen = _pick(scores, config, config.count)
+        scorer = _scorer(session, cfg, cands) if _needs_scorer(cfg, cands) else None
+        state.scores = _scores(session, scorer, cands, cfg)
+        if state.goal is not None:
+            chosen = blocks_to_budget(model, state.scores, cands, state.goal)
+        else:
+            chosen = _pick(state.scores, cfg, cfg.count)
+    if not chosen:
+        return
     order = {b.name: i for i, b in enumerate(blocks)}
-    for i, name in enumerate(sorted(chosen, key=order.__getitem__, reverse=True)):  # deepest first
-        current = {b.name: b for b in (find_blocks(model, example_inputs) if i else blocks)}
-        block = current.get(name)
-        if block is None or not block.removable:
-            notes.append(f"{name}: kept (no longer removable after the later removals)")
-            continue
-        line = _remove(model, example_inputs, block, scorer, config, undo)
-        removed.append(_entry(block, all_scores.get(name), line))
-        notes.append(line)
+    by_name = {b.name: b for b in blocks}
+    deepest = sorted(chosen, key=order.__getitem__, reverse=True)  # earlier names stay valid
+    actions = [_action(by_name[n], scorer, cfg, state.scores.get(n)) for n in deepest]
+    _apply_step(session, cfg, state, blocks, actions)
 
 
-def _iterative(model, example_inputs, config, data, blocks, undo, removed, notes, all_scores):
-    limit = config.count if config.count is not None else None
-    while limit is None or len(removed) < limit:
-        blocks = find_blocks(model, example_inputs) if removed else blocks
-        cands = _candidates(blocks, config)
+def _iterative(session: Any, cfg: CutConfig, state: _State) -> None:
+    model = session.model
+    while cfg.count is None or len(state.removed) < cfg.count:
+        if state.goal is not None and count_params(model) <= state.goal:
+            break
+        blocks = session.blocks()  # the network the previous round left
+        cands = _candidates(session, blocks)
         if not cands:
             break
-        scorer = BlockScorer(model, example_inputs, data, blocks, max_batches=config.max_batches,
-                             ridge=config.ridge, adapt_bn=config.recalibrate_bn)  # fmt: skip
-        scores = _scores(scorer, cands, config)
-        if not removed:
-            all_scores.update(scores)
-        pick = _pick(scores, config, 1)
+        scorer = _scorer(session, cfg, cands) if _needs_scorer(cfg, cands) else None
+        scores = _scores(session, scorer, cands, cfg)
+        if not state.removed:
+            state.scores = dict(scores)
+        pick = _pick(scores, cfg, 1)
         if not pick:
             break
         block = next(b for b in cands if b.name == pick[0])
-        line = _remove(model, example_inputs, block, scorer, config, undo)
-        removed.append(_entry(block, scores[block.name], line))
-        notes.append(f"round {len(removed)}: {line}")
-        if limit is None or len(removed) < limit:  # the next round scores the network it gets
-            _recalibrate(model, config, data, undo, None)
-
-
-def _recalibrate(model: nn.Module, config: CutConfig, data: list | None, undo: Undo, notes) -> None:
-    """Re-estimate BatchNorm statistics of the cut model on the calibration data (undoable)."""
-    if not config.recalibrate_bn or data is None or not batchnorms(model):
-        return
-    undo.later(save_bn(model))
-    n = recalibrate_bn(model, data)
-    if notes is not None:
-        notes.append(
-            f"BatchNorm running statistics re-estimated on {len(data)} calibration batches "
-            f"({n} layers; recalibrate_bn=False keeps the old ones)"
-        )
-
-
-def _entry(block: Block, score: float | None, line: str) -> dict[str, Any]:
-    return {
-        "block": block.name, "kind": block.kind, "how": block.how, "params": block.params,
-        "score": score, "note": line,
-    }  # fmt: skip
-
-
-def _remove(model, example_inputs, block: Block, scorer, config: CutConfig, undo: Undo) -> str:
-    """Remove one block and check the model now equals the ablated reference."""
-    bridge, fn = None, None
-    if block.how.startswith("bridge"):
-        w, b = scorer.bridge(block)
-        if config.bridge == "none":  # the naive baseline: keep / zero-pad the first channels
-            w, b = torch.eye(w.shape[0], w.shape[1], dtype=w.dtype), torch.zeros_like(b)
-        bridge = make_bridge(block, w, b, model.get_submodule(block.modules[0]))
-        fn = _apply(bridge)
-    else:
-        fn = replacement(block)
-    ref = None
-    if fn is not None:
-        with span_replaced(model, block.modules[0], block.modules[-1], fn):
-            ref = _out(model, example_inputs)
-    line = remove_block(model, block, bridge, fold=config.bridge != "train", undo=undo)
-    out = _out(model, example_inputs)
-    if ref is not None and (out.shape != ref.shape or not torch.allclose(out, ref, 1e-4, 1e-5)):
-        raise VerificationError(f"cut: removing '{block.name}' did not give the ablated output")
-    if config.bridge == "train" and bridge is not None:
-        _train_bridge(model, block.modules[0], scorer, config.train_steps)
-        if block.how == "bridge+fold":
-            line = fold_bridge(model, block, undo)
-        line += f" (trained {config.train_steps} steps)"
-    if config.bridge == "none" and bridge is not None:
-        line += " (bridge='none': the first channels, not fitted)"
-    return line
-
-
-def _apply(bridge: nn.Module):
-    def fn(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
-            return bridge(x)
-
-    return fn
-
-
-def _out(model: nn.Module, example_inputs: Any) -> torch.Tensor:
-    with eval_mode(model), torch.no_grad():
-        return first_tensor(run(model, example_inputs)).detach().clone()
-
-
-def distill_loss(ref: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-    """KL(softmax(ref) || softmax(out)) for logits; MSE for a single (regression) output."""
-    if ref.shape[-1] == 1:
-        return F.mse_loss(out, ref)
-    ref2, out2 = ref.reshape(-1, ref.shape[-1]), out.reshape(-1, out.shape[-1])
-    return F.kl_div(F.log_softmax(out2, -1), F.log_softmax(ref2, -1), log_target=True,
-                    reduction="batchmean")  # fmt: skip
-
-
-def _train_bridge(model: nn.Module, path: str, scorer: BlockScorer, steps: int) -> None:
-    """Distil the bridge at ``path`` (everything else frozen) towards the original outputs."""
-    bridge = model.get_submodule(path)
-    params = list(model.parameters())
-    flags = [p.requires_grad for p in params]
-    for p in params:
-        p.requires_grad_(False)
-    for p in bridge.parameters():
-        p.requires_grad_(True)
-    opt = torch.optim.Adam(bridge.parameters(), lr=1e-3)
-    try:
-        with eval_mode(model):
-            for step in range(steps):
-                i = step % len(scorer.batches)
-                loss = distill_loss(
-                    scorer.ref[i], first_tensor(run(model, scorer.batches[i].inputs))
-                )
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-    finally:
-        for p, f in zip(params, flags):
-            p.requires_grad_(f)
-            p.grad = None
+        action = _action(block, scorer, cfg, scores[block.name])
+        _apply_step(session, cfg, state, blocks, [action], f"round {len(state.removed) + 1}: ")

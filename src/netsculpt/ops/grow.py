@@ -1,7 +1,7 @@
 """增加层 grow: add depth or width where the measured effect is large, function-preserving.
 
 ``ns.grow(model, example_inputs, where="auto", data=calib)`` picks the blocks with the largest
-effect (``criterion="kl"``, or ``"gradmax"``: the top singular value of ``sum g h^T``) and
+effect (``importance="kl"``, or ``"gradmax"``: the top singular value of ``sum g h^T``) and
 
 - ``kind="deeper"``: inserts an identity layer after a plain layer ending in ReLU
   (Net2DeeperNet), or a copy of a residual block with its output projection zeroed (LLaMA-Pro);
@@ -9,97 +9,115 @@ effect (``criterion="kl"``, or ``"gradmax"``: the top singular value of ``sum g 
   outgoing weights (Net2WiderNet, through :func:`netsculpt.surgery.widen`).
 
 The outputs are checked to equal the original within ``tol`` (reported); ``trainable="new"``
-freezes the original parameters.
+freezes the original parameters. The op only plans: the plan is a list of ``grow`` actions
+(deepest first) that the session's backend applies.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from netsculpt.calibration import as_batches, first_tensor, run
-from netsculpt.errors import InputError, VerificationError
-from netsculpt.graph.blocks import IDEMPOTENT, Block, find_blocks
-from netsculpt.graph.capture import capture
+from netsculpt.calibration import first_tensor
+from netsculpt.calibration import run as forward
+from netsculpt.core.config import (
+    OpConfig,
+    finite,
+    integer,
+    non_negative,
+    one_of,
+    option,
+    positive,
+)
+from netsculpt.core.errors import InputError, VerificationError
+from netsculpt.core.plan import Action, Plan
+from netsculpt.core.utils import eval_mode
+from netsculpt.graph.blocks import IDEMPOTENT, Block, block_ignored, own_group
+from netsculpt.graph.channels import group_anchor
 from netsculpt.importance.blocks import CRITERIA, BlockScorer
-from netsculpt.ops.cut import snapshot
-from netsculpt.report import Report
-from netsculpt.surgery.depth import Undo, expand_block, insert_identity_layer
-from netsculpt.utils import eval_mode
+from netsculpt.measure.params import saved_size_bytes
+from netsculpt.report import Snapshot
 
 KINDS = ("deeper", "wider")
 TRAINABLE = ("all", "new")
 
 
-@dataclass(frozen=True)
-class GrowConfig:
-    """Where and how to grow. ``where``: ``"auto"`` or block names; with ``"auto"``, the
-    ``count`` highest-scoring blocks, or every block scoring above ``threshold``."""
-
-    kind: str = "deeper"
-    where: str | tuple[str, ...] = "auto"
-    count: int = 1
-    threshold: float | None = None
-    criterion: str = "kl"
-    factor: float = 2.0  # wider: new width / old width of the grown group
-    noise: float = 0.0  # wider: symmetry-breaking noise (0 keeps the function exactly)
-    trainable: str = "all"
-    max_batches: int = 8
-    tol: float = 1e-5
-
-
-def grow(
-    model: nn.Module,
-    example_inputs: Any,
-    *,
-    kind: str = "deeper",
-    where: str | list[str] | tuple[str, ...] = "auto",
-    data: Any = None,
-    count: int = 1,
-    threshold: float | None = None,
-    criterion: str = "kl",
-    factor: float = 2.0,
-    noise: float = 0.0,
-    trainable: str = "all",
-    max_batches: int = 8,
-) -> Report:
-    """Grow the model in place (the seed's 增加层), function-preserving; returns a Report.
-
-    Example::
-
-        report = ns.grow(model, x, data=calib, threshold=0.01)          # effect > 0.01
-        report = ns.grow(model, x, kind="wider", where=["blocks.3"], factor=1.5)
-    """
-    where_t = where if isinstance(where, str) else tuple(where)
-    config = GrowConfig(
-        kind=kind, where=where_t, count=count, threshold=threshold, criterion=criterion,
-        factor=factor, noise=noise, trainable=trainable, max_batches=max_batches,
-    )  # fmt: skip
-    return apply_grow(model, example_inputs, config, data)
-
-
-def _check(config: GrowConfig) -> None:
-    if config.kind not in KINDS:
-        raise InputError(f"grow: kind must be one of {', '.join(KINDS)}, got {config.kind!r}")
-    if config.trainable not in TRAINABLE:
-        raise InputError(f"grow: trainable must be 'all' or 'new', got {config.trainable!r}")
-    if config.trainable == "new" and config.kind == "wider":
-        raise InputError("grow: trainable='new' needs kind='deeper' (wider grows existing tensors)")
-    if config.criterion not in CRITERIA:
-        raise InputError(f"grow: unknown criterion {config.criterion!r}: one of {CRITERIA}")
-    if config.count < 1:
-        raise InputError(f"grow: count must be >= 1, got {config.count}")
-    if config.kind == "wider" and not config.factor > 1:
-        raise InputError(f"grow: factor must be > 1 for kind='wider', got {config.factor}")
-    if isinstance(config.where, str) and config.where != "auto":
+def _importance(name: str, v: Any) -> None:
+    if not callable(v) and v not in CRITERIA:
         raise InputError(
-            f"grow: where must be 'auto' or a list of block names, got {config.where!r}"
+            f"{name}: unknown criterion {v!r}: one of {', '.join(CRITERIA)}, "
+            "or fn(model, block) -> float"
         )
+
+
+def _where(name: str, v: Any) -> None:
+    if isinstance(v, str):
+        if v != "auto":
+            raise InputError(f"grow: where must be 'auto' or a list of block names, got {v!r}")
+    elif not all(isinstance(n, str) for n in v):
+        raise InputError(f"grow: where must be 'auto' or a list of block names, got {v!r}")
+
+
+@dataclass(frozen=True)
+class GrowConfig(OpConfig):
+    """Where and how to grow. ``where``: ``"auto"`` or block names; with ``"auto"``, the
+    ``count`` highest-scoring blocks, or every block scoring above ``threshold`` (its unit is
+    the criterion's: KL in nats for ``kl``, the default; gradient × activation units for
+    ``gradmax``). ``importance``: a block criterion of :mod:`netsculpt.importance.blocks` or a
+    callable ``fn(model, block) -> float``; high = grow there. ``ignore``: blocks never grown."""
+
+    kind: str = option("deeper", one_of(*KINDS), "deeper (identity layer / block copy) or wider")
+    where: str | tuple[str, ...] = option("auto", _where, "'auto' (by score) or block names")
+    count: int = option(1, integer(1), "auto: grow at the N highest-scoring blocks")
+    threshold: float | None = option(
+        None, finite(), "auto: grow every block scoring above this (the criterion's unit)"
+    )
+    importance: str | Callable = option(
+        "kl", _importance, "block scores: kl, loss, influence, angular, taylor, gradmax, or "
+        "fn(model, block) -> float (high = grow)"
+    )  # fmt: skip
+    factor: float = option(2.0, positive(), "wider: new width / old width of the grown group")
+    noise: float = option(0.0, non_negative(), "wider: symmetry-breaking noise (0 keeps it exact)")
+    trainable: str = option("all", one_of(*TRAINABLE), "new: freeze the original parameters")
+    ignore: Any = option((), None, "blocks never grown: names, globs, modules, filter_fn")
+    max_batches: int = option(8, integer(1), "calibration batches read")
+    batch_size: int | None = option(None, integer(1), "batch size when data is a Dataset")
+    seed: int = option(0, integer(0), "seed of every random choice (wider noise)")
+    tol: float = option(1e-5, positive(), "largest output change allowed (relative)")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.trainable == "new" and self.kind == "wider":
+            raise InputError(
+                "grow: trainable='new' needs kind='deeper' (wider grows existing tensors)"
+            )
+        if self.kind == "wider" and not self.factor > 1:
+            raise InputError(f"grow: factor must be > 1 for kind='wider', got {self.factor}")
+
+
+CONFIGS = (GrowConfig,)
+
+
+def prepare(cls: type, overrides: dict[str, Any]) -> dict[str, Any]:
+    """``criterion=`` is the old name of ``importance=``; ``where`` / ``ignore`` as tuples."""
+    kw = dict(overrides)
+    if "criterion" in kw:
+        crit = kw.pop("criterion")
+        if kw.get("importance", crit) != crit:
+            raise InputError("grow: criterion= is the old name of importance=; pass only one")
+        kw["importance"] = crit
+    for k in ("where", "ignore"):
+        if isinstance(kw.get(k), list):
+            kw[k] = tuple(kw[k])
+    if isinstance(kw.get("ignore"), str):
+        kw["ignore"] = (kw["ignore"],)
+    return kw
 
 
 def deeper_refusal(model: nn.Module, block: Block) -> str | None:
@@ -126,152 +144,170 @@ def deeper_refusal(model: nn.Module, block: Block) -> str | None:
     return None
 
 
-def _wide_groups(model: nn.Module, example_inputs: Any, blocks: list[Block]) -> dict[str, Any]:
-    """For each block, the largest prunable channel group produced only inside it."""
-    from netsculpt.graph import build_graph
-
-    graph = build_graph(model, example_inputs)
-    out: dict[str, Any] = {"graph": graph}
-    for b in blocks:
-        prefixes = tuple(p + "." for p in b.modules)
-
-        def inside(path: str, prefixes: tuple = prefixes, b: Block = b) -> bool:
-            return path in b.modules or path.startswith(prefixes)
-
-        best = None
-        for g in graph.groups:
-            outs = [m for m in g.members if m.role == "out"]
-            if g.prunable and outs and all(inside(m.module) for m in outs):
-                best = g if best is None or g.size > best.size else best
-        if best is not None:
-            out[b.name] = best
-    return out
+def _ignored(session: Any, block: Block) -> bool:
+    """A block is kept whole when it, or any module inside it, is ignored."""
+    return block_ignored(session.model, block, session.ignore)
 
 
-def apply_grow(
-    model: nn.Module, example_inputs: Any, config: GrowConfig, data: Any = None
-) -> Report:
-    """The grow engine: validate, pick blocks, edit (all or nothing), check equality, report."""
-    _check(config)
-    cap = capture(model, example_inputs)
-    blocks = find_blocks(model, example_inputs, cap)
+def _snapshot(session: Any) -> Snapshot:
+    snap = session.snapshot()
+    snap.size_bytes = saved_size_bytes(session.model)
+    return snap
+
+
+def _label(importance: Any) -> str:
+    return importance if isinstance(importance, str) else getattr(importance, "__name__", "fn")
+
+
+def _scores(session: Any, cfg: GrowConfig, eligible: list[Block]) -> dict[str, float]:
+    imp = cfg.importance
+    if callable(imp):
+        out = {}
+        for b in eligible:
+            v = imp(session.model, b)
+            if isinstance(v, torch.Tensor):
+                v = v.item()
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                raise InputError(
+                    f"importance callable: block '{b.name}' needs a number, got {type(v).__name__}"
+                )
+            out[b.name] = float(v)
+        return out
+    data = session.batches() if session.has_data else None
+    scorer = BlockScorer(session.model, session.example_inputs, data, eligible,
+                         max_batches=cfg.max_batches)  # fmt: skip
+    scores = scorer.score(imp)
+    return {b.name: scores[b.name] for b in eligible}
+
+
+def run(session: Any, cfg: GrowConfig) -> Any:
+    """Grow the model in place (the seed's 增加层), function-preserving; returns a Report.
+
+    ``where="auto"``: the ``count`` blocks with the highest ``importance`` (a block criterion,
+    default ``kl``; or any ``fn(model, block) -> float``; ``criterion=`` is its old name), or
+    every block scoring above ``threshold`` (unit: the criterion's, KL in nats by default).
+    ``where=[names]``: those blocks. ``ignore``: blocks never grown. ``report.plan`` replays
+    the growth on a fresh copy (``ns.apply``).
+
+    Example::
+
+        report = ns.grow(model, x, data=calib, threshold=0.01)          # effect > 0.01
+        report = ns.grow(model, x, kind="wider", where=["blocks.3"], factor=1.5)
+    """
+    model = session.model
+    blocks = session.blocks()
     by_name = {b.name: b for b in blocks}
-    wide = _wide_groups(model, example_inputs, blocks) if config.kind == "wider" else {}
-    refusal = {
-        b.name: (deeper_refusal(model, b) if config.kind == "deeper" else
-                 None if b.name in wide else "no channel group of its own to widen")
-        for b in blocks
-    }  # fmt: skip
+    refusal = _refusals(session, cfg, blocks)
     scores: dict[str, float] = {}
-    if config.where == "auto":
+    label = _label(cfg.importance)
+    if cfg.where == "auto":
         eligible = [b for b in blocks if refusal[b.name] is None]
         if not eligible:
             reasons = "; ".join(f"{n}: {r}" for n, r in refusal.items())
-            if config.threshold is not None:  # the seed's rule found no place: a no-op, said so
-                snap = snapshot(model, cap)
-                return Report(
-                    op="grow",
-                    config=asdict(config),
-                    before=snap,
-                    after=snap,
-                    notes=[f"nothing grown: no block can grow {config.kind} ({reasons})"],
-                )
-            raise InputError(f"grow: no block can grow {config.kind} ({reasons})")
-        scorer = BlockScorer(model, example_inputs, data, blocks, max_batches=config.max_batches)
-        all_scores = scorer.score(config.criterion)
-        scores = {b.name: all_scores[b.name] for b in eligible}
+            if cfg.threshold is not None:  # the seed's rule found no place: a no-op, said so
+                snap = _snapshot(session)
+                session.notes.append(f"nothing grown: no block can grow {cfg.kind} ({reasons})")
+                plan = Plan("grow", [], cfg.to_dict())
+                return session.report("grow", {}, plan, snap, snap, {"grown": [], "scores": {}})
+            raise InputError(f"grow: no block can grow {cfg.kind} ({reasons})")
+        scores = _scores(session, cfg, eligible)
         order = sorted(((s, n) for n, s in scores.items() if not math.isnan(s)), reverse=True)
         if not order:
             why = "; ".join(f"{b.name}: {b.reason or 'no ablation defined'}" for b in eligible)
             raise InputError(
-                f"grow: criterion {config.criterion!r} is undefined for every block that can "
-                f"grow {config.kind} ({why}); use criterion='gradmax' or name blocks with where="
+                f"grow: criterion {label!r} is undefined for every block that can "
+                f"grow {cfg.kind} ({why}); use importance='gradmax' or name blocks with where="
             )
-        if config.threshold is not None:
-            order = [(s, n) for s, n in order if s > config.threshold]
-        chosen = [n for _, n in order[: config.count if config.threshold is None else None]]
+        if cfg.threshold is not None:
+            order = [(s, n) for s, n in order if s > cfg.threshold]
+        chosen = [n for _, n in order[: cfg.count if cfg.threshold is None else None]]
     else:
-        chosen = list(config.where)
+        chosen = list(cfg.where)
         for n in chosen:
             if n not in by_name:
                 raise InputError(f"grow: where names no block {n!r}; blocks are {sorted(by_name)}")
             if refusal[n] is not None:
-                raise InputError(f"grow: cannot grow block '{n}' {config.kind}: {refusal[n]}")
-    before = snapshot(model, cap)
-    check_inputs = [example_inputs] + [b.inputs for b in as_batches(data, None, 1)] if data else [
-        example_inputs
-    ]  # fmt: skip
+                raise InputError(f"grow: cannot grow block '{n}' {cfg.kind}: {refusal[n]}")
+    before = _snapshot(session)
+    check_inputs = [session.example_inputs]
+    if session.has_data:
+        check_inputs.append(session.batches()[0].inputs)
     refs = [_out(model, x) for x in check_inputs]
-    old = {id(p) for p in model.parameters()}
-    undo = Undo(model)
-    grown: list[dict[str, Any]] = []
-    try:
-        for i, name in enumerate(sorted(chosen, key=lambda n: blocks.index(by_name[n]))[::-1]):
-            if config.kind == "wider" and i:  # channel groups change with every widening
-                wide = _wide_groups(model, example_inputs, [by_name[name]])
-            grown.append(_grow_one(model, by_name[name], config, wide, undo))
-        diff = max(_diff(r, _out(model, x)) for r, x in zip(refs, check_inputs))
-        scale = max(1.0, max(float(r.abs().max()) for r in refs))
-        if not diff <= config.tol * scale:
-            raise VerificationError(
-                f"grow: outputs changed by {diff:.3g} (> {config.tol} x {scale:.3g}); restored"
-            )
-    except Exception:
-        undo.restore()
-        raise
-    if config.trainable == "new":
-        for p in model.parameters():
-            if id(p) in old:
-                p.requires_grad_(False)
-    after = snapshot(model, capture(model, example_inputs))
-    notes = (
-        [g["note"] for g in grown]
-        + undo.notes
-        + [f"function preserved: max |output change| = {diff:.2e}"]
-    )
+    deepest = sorted(chosen, key=lambda n: blocks.index(by_name[n]), reverse=True)
+    actions = [_action(session, by_name[n], cfg, scores.get(n)) for n in deepest]
+    pos = len(session.notes)
+    done = session.apply(Plan("grow", actions)) if actions else Plan("grow")
+    diff = max(_diff(r, _out(model, x)) for r, x in zip(refs, check_inputs))
+    scale = max(1.0, max(float(r.abs().max()) for r in refs))
+    if not diff <= cfg.tol * scale:
+        raise VerificationError(
+            f"grow: outputs changed by {diff:.3g} (> {cfg.tol} x {scale:.3g}); restored"
+        )
+    grown = [_row(by_name[a.args["block"]], a) for a in done.actions]
+    session.notes[pos:pos] = [g["note"] for g in grown]
+    session.notes.append(f"function preserved: max |output change| = {diff:.2e}")
     if not grown:
-        notes.insert(0, f"no block has {config.criterion} > {config.threshold}: nothing grown")
-    return Report(
-        op="grow",
-        config=asdict(config),
-        before=before,
-        after=after,
-        details={
-            "grown": grown,
-            "scores": scores,
-            "criterion": config.criterion,
-            "max_abs_diff": diff,
-            "function_preserving": True,
-        },  # fmt: skip
-        notes=notes,
-    )
+        session.notes.insert(0, f"no block has {label} > {cfg.threshold}: nothing grown")
+    after = _snapshot(session)
+    details = {
+        "grown": grown,
+        "scores": scores,
+        "criterion": label,
+        "max_abs_diff": diff,
+        "function_preserving": True,
+    }
+    return session.report("grow", {}, Plan("grow", done.actions, cfg.to_dict()), before, after,
+                          details)  # fmt: skip
 
 
-def _grow_one(model: nn.Module, block: Block, config: GrowConfig, wide: dict, undo: Undo) -> dict:
-    if config.kind == "wider":
-        from netsculpt.surgery import widen
+def _refusals(session: Any, cfg: GrowConfig, blocks: list[Block]) -> dict[str, str | None]:
+    """Why each block cannot grow ``cfg.kind`` (None: it can)."""
+    out: dict[str, str | None] = {}
+    graph = session.graph if cfg.kind == "wider" else None
+    for b in blocks:
+        if _ignored(session, b):
+            out[b.name] = "ignored (ignore=)"
+        elif cfg.kind == "deeper":
+            out[b.name] = deeper_refusal(session.model, b)
+        else:
+            out[b.name] = None if own_group(graph, b) is not None else (
+                "no channel group of its own to widen"
+            )  # fmt: skip
+    return out
 
-        group = wide[block.name]
-        extra = max(1, round(group.size * (config.factor - 1)))
-        src = np.arange(extra) % group.size
-        edit = widen(model, wide["graph"], {group.id: src}, noise=config.noise)
-        undo.later(edit.undo)
-        note = f"{block.name}: widened {group.describe()} from {group.size} to {group.size + extra}"
-        return {"block": block.name, "how": "net2wider", "added_units": extra, "note": note}
-    if block.residual:
-        new = expand_block(model, block, undo)
-        added = sum(p.numel() for p in new.parameters())
-        note = f"{block.name}: copy inserted after it, {', '.join(block.out_params)} zeroed"
-        return {"block": block.name, "how": "block-expansion", "params_added": added, "note": note}
-    new = insert_identity_layer(model, block, undo)
-    added = sum(p.numel() for p in new.parameters())
-    note = f"{block.name}: identity {type(new).__name__} inserted after {block.activation}"
-    return {"block": block.name, "how": "net2deeper", "params_added": added, "note": note}
+
+def _action(session: Any, block: Block, cfg: GrowConfig, score: Any) -> Action:
+    args: dict[str, Any] = {"grow_kind": cfg.kind, "block": block.name, "trainable": cfg.trainable}
+    if cfg.kind == "wider":
+        group = own_group(session.graph, block)
+        extra = max(1, round(group.size * (cfg.factor - 1)))
+        args.update(anchor=group_anchor(group), size=group.size, factor=cfg.factor,
+                    src=(np.arange(extra) % group.size).tolist(), noise=cfg.noise,
+                    seed=cfg.seed)  # fmt: skip
+    else:
+        args["how"] = "block-expansion" if block.residual else "net2deeper"
+    return Action("grow", args, None if score is None or score != score else float(score))
+
+
+def _row(block: Block, a: Action) -> dict[str, Any]:
+    """The report row of one applied ``grow`` action."""
+    name = block.name
+    if a.args["grow_kind"] == "wider":
+        size, extra = a.args["size"], a.args["added_units"]
+        note = f"{name}: widened {a.args.pop('_group')} from {size} to {size + extra}"
+        return {"block": name, "how": "net2wider", "added_units": extra, "note": note}
+    layer = a.args.pop("_layer", "layer")
+    if a.args["how"] == "block-expansion":
+        note = f"{name}: copy inserted after it, {', '.join(block.out_params)} zeroed"
+    else:
+        note = f"{name}: identity {layer} inserted after {block.activation}"
+    return {"block": name, "how": a.args["how"], "params_added": a.args["params_added"],
+            "note": note}  # fmt: skip
 
 
 def _out(model: nn.Module, inputs: Any) -> torch.Tensor:
     with eval_mode(model), torch.no_grad():
-        return first_tensor(run(model, inputs)).detach().clone()
+        return first_tensor(forward(model, inputs)).detach().clone()
 
 
 def _diff(a: torch.Tensor, b: torch.Tensor) -> float:

@@ -1,4 +1,5 @@
-"""Find exact folds in the exported graph and plan them (the math is in ``surgery/fold.py``).
+"""The fold planner of ``merge``: find exact folds in the exported graph (the math, and the
+edit, are in ``surgery/fold.py``; the memory backend's ``fold`` applier calls it).
 
 "Consecutive" is read from the ATen graph: a conv node whose only user is a batch_norm node, a
 linear whose only user (through eval-mode dropout / clone) is another linear, a norm whose users
@@ -10,16 +11,22 @@ parameters is used by exactly one node (a module called twice, or a tied weight,
 >>> m = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4)).eval()
 >>> [f.kind for f in plan_bn_after(m, capture(m, torch.randn(1, 3, 8, 8)))]
 ['bn_after']
+
+Every planner takes ``ignore`` (module names / patterns, :func:`netsculpt.core.select.is_ignored`):
+a fold that would touch an ignored module is not planned.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 from torch.fx import Node
 
+from netsculpt.core.plan import Action
+from netsculpt.core.select import is_ignored
 from netsculpt.surgery import fold as F
 
 aten = torch.ops.aten
@@ -37,14 +44,22 @@ _PASS_OPS = {aten.dropout.default, aten.clone.default, aten.alias.default, aten.
 
 @dataclass
 class Fold:
-    """One planned fold: which modules, and the new module for each path (``Identity`` = gone)."""
+    """One planned fold: its kind (``bn_after``, ``bn_before``, ``linear_linear``, ``conv_conv``,
+    ``norm_gain``) and the module paths it folds together, in the order the kind expects."""
 
     kind: str
     modules: tuple[str, ...]
-    replacements: dict[str, nn.Module] = field(default_factory=dict)
 
     def as_dict(self) -> dict:
         return {"kind": self.kind, "modules": list(self.modules)}
+
+    def action(self) -> Action:
+        """The plan's ``fold`` action for this fold."""
+        return Action("fold", {"fold_kind": self.kind, "modules": list(self.modules)})
+
+
+def _skip(paths: Sequence[str | None], ignore: Sequence[str]) -> bool:
+    return any(p is not None and is_ignored(p, ignore) for p in paths)
 
 
 def _module_of(model: nn.Module, cap, node, types) -> str | None:
@@ -106,7 +121,7 @@ def _bn_path(model, cap, node: Node) -> str | None:
     return _module_of(model, cap, node.args[3], F._BN)
 
 
-def plan_bn_after(model: nn.Module, cap) -> list[Fold]:
+def plan_bn_after(model: nn.Module, cap, ignore: Sequence[str] = ()) -> list[Fold]:
     """BatchNorm whose input is a Linear / Conv / ConvTranspose used by nothing else."""
     folds = []
     for node in cap.graph.nodes:
@@ -119,12 +134,14 @@ def plan_bn_after(model: nn.Module, cap) -> list[Fold]:
             continue
         if prod.target in _LINEAR_OPS and _ndim(prod) != 2:
             continue  # BatchNorm1d on [N, C, L] normalizes dim 1, not the Linear's features
-        new = F.fold_bn_after(model.get_submodule(layer), model.get_submodule(bn))
-        folds.append(Fold("bn_after", (layer, bn), {layer: new, bn: nn.Identity()}))
+        if not _skip((layer, bn), ignore):
+            folds.append(Fold("bn_after", (layer, bn)))
     return folds
 
 
-def plan_bn_before(model: nn.Module, cap) -> tuple[list[Fold], list[str]]:
+def plan_bn_before(
+    model: nn.Module, cap, ignore: Sequence[str] = ()
+) -> tuple[list[Fold], list[str]]:
     """BatchNorm whose only consumer is a Linear / Conv; refusals say why a fold is not exact."""
     folds, notes = [], []
     for node in cap.graph.nodes:
@@ -137,16 +154,17 @@ def plan_bn_before(model: nn.Module, cap) -> tuple[list[Fold], list[str]]:
         layer = _layer_path(model, cap, user)
         if layer is None or (user.target in _LINEAR_OPS and _ndim(user) != 2):
             continue
+        if _skip((bn, layer), ignore):
+            continue
         reason = F.bn_before_refusal(model.get_submodule(layer))
         if reason:
             notes.append(f"BatchNorm {bn} before {layer} not folded: {reason}")
             continue
-        new = F.fold_bn_before(model.get_submodule(bn), model.get_submodule(layer))
-        folds.append(Fold("bn_before", (bn, layer), {layer: new, bn: nn.Identity()}))
+        folds.append(Fold("bn_before", (bn, layer)))
     return folds, notes
 
 
-def plan_affine(model: nn.Module, cap) -> tuple[list[Fold], list[str]]:
+def plan_affine(model: nn.Module, cap, ignore: Sequence[str] = ()) -> tuple[list[Fold], list[str]]:
     """Linear∘Linear and conv∘conv (one pointwise) with nothing non-linear between, kept only when
     the merged layer costs no more MACs than the two."""
     folds, notes, used = [], [], set()
@@ -158,13 +176,13 @@ def plan_affine(model: nn.Module, cap) -> tuple[list[Fold], list[str]]:
         if user is None or user.args[0] is not last or user.target != node.target:
             continue
         second = _layer_path(model, cap, user)
-        if second is None or second in used or second == first:
+        if second is None or second in used or second == first or _skip((first, second), ignore):
             continue
         m1, m2 = model.get_submodule(first), model.get_submodule(second)
         if node.target in _LINEAR_OPS:
             before = F.linear_macs(m1) + F.linear_macs(m2)
             after = m1.in_features * m2.out_features
-            kind, make = "linear_linear", F.compose_linear
+            kind = "linear_linear"
         else:
             reason = F.compose_conv_refusal(m1, m2)
             if reason:
@@ -172,11 +190,8 @@ def plan_affine(model: nn.Module, cap) -> tuple[list[Fold], list[str]]:
                 continue
             n1, n2 = node.meta["val"][0, 0].numel(), user.meta["val"][0, 0].numel()
             before = F.conv_macs(m1, n1) + F.conv_macs(m2, n2)
-            kind, make = "conv_conv", F.compose_conv
-            after = None
-        new = make(m1, m2)
-        if after is None:
-            after = F.conv_macs(new, user.meta["val"][0, 0].numel())
+            after = F.composed_conv_macs(m1, m2, n2)
+            kind = "conv_conv"
         if after > before:
             notes.append(
                 f"{first} -> {second} not merged: the merged layer would cost more MACs "
@@ -184,7 +199,7 @@ def plan_affine(model: nn.Module, cap) -> tuple[list[Fold], list[str]]:
             )
             continue
         used.update((first, second))
-        folds.append(Fold(kind, (first, second), {first: nn.Identity(), second: new}))
+        folds.append(Fold(kind, (first, second)))
     return folds, notes
 
 
@@ -203,7 +218,9 @@ def _norm_node(model, cap, node: Node) -> str | None:
     return None
 
 
-def plan_norm_gain(model: nn.Module, cap) -> tuple[list[Fold], list[str]]:
+def plan_norm_gain(
+    model: nn.Module, cap, ignore: Sequence[str] = ()
+) -> tuple[list[Fold], list[str]]:
     """LayerNorm / RMSNorm gain into the Linears that read the norm's output (all of them)."""
     folds, notes = [], []
     for node in cap.graph.nodes:
@@ -226,7 +243,6 @@ def plan_norm_gain(model: nn.Module, cap) -> tuple[list[Fold], list[str]]:
         ):
             notes.append(f"{norm} gain not folded: its output feeds something other than Linears")
             continue
-        new_norm, new_lins = F.fold_norm_gain(mod, [model.get_submodule(p) for p in linears])
-        reps = {norm: new_norm, **dict(zip(linears, new_lins))}
-        folds.append(Fold("norm_gain", (norm, *linears), reps))
+        if not _skip((norm, *linears), ignore):
+            folds.append(Fold("norm_gain", (norm, *linears)))
     return folds, notes

@@ -1,5 +1,10 @@
 """Merge several trained models of one architecture in weight space: a uniform soup, task
-arithmetic, or TIES (ALGORITHMS.md §2). Returns a new model; the inputs are not changed.
+arithmetic, or TIES (docs/algorithms.md §2). Returns a new model; the inputs are not changed.
+
+Not a registry op (it takes several models, not one model and its inputs) and it imports no
+other op. It has no Report and so no ``Plan``: a plan names edits of one model's structure that
+replay on a fresh copy, and a weight-space merge of several models changes no structure (its
+result is the new model's weights, which ``ns.save`` writes).
 
 >>> import torch
 >>> a, b = torch.nn.Linear(2, 2), torch.nn.Linear(2, 2)
@@ -11,24 +16,31 @@ True
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from netsculpt.errors import InputError
+from netsculpt.core.config import OpConfig, fraction, one_of, option
+from netsculpt.core.errors import InputError
 
 METHODS = ("average", "task_arithmetic", "ties")
 
 
+def _finite(name: str, v: object) -> None:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+        raise InputError(f"{name} must be a finite number, got {v!r}")
+
+
 @dataclass(frozen=True)
-class ModelMergeConfig:
+class ModelMergeConfig(OpConfig):
     """``lam`` scales the merged task vector; ``trim`` is the fraction of each task vector TIES
     keeps (its largest magnitudes, TIES' k = 20%)."""
 
-    method: str = "average"
-    lam: float = 1.0
-    trim: float = 0.2
+    method: str = option("average", one_of(*METHODS), "average, task_arithmetic or ties")
+    lam: float = option(1.0, _finite, "scale of the merged task vector")
+    trim: float = option(0.2, fraction(hi_closed=True), "fraction of each task vector TIES keeps")
 
 
 def check_same_architecture(models: list[nn.Module]) -> None:
@@ -37,7 +49,7 @@ def check_same_architecture(models: list[nn.Module]) -> None:
     >>> check_same_architecture([nn.Linear(2, 2), nn.Linear(2, 3)])
     Traceback (most recent call last):
     ...
-    netsculpt.errors.InputError: merge_models: model 1 differs from model 0 at 'weight': shape (3, 2) vs (2, 2)
+    netsculpt.core.errors.InputError: merge_models: model 1 differs from model 0 at 'weight': shape (3, 2) vs (2, 2)
     """
     ref = models[0].state_dict()
     for i, m in enumerate(models[1:], start=1):
@@ -91,7 +103,8 @@ def merge_models(
     lam: float = 1.0,
     trim: float = 0.2,
 ) -> nn.Module:
-    """A new model merged from ``models`` (same architecture); the inputs are left unchanged.
+    """A new model merged from ``models`` (same architecture); the inputs are left unchanged
+    (no Report, so no plan: see the module docstring).
 
     ``average``: uniform soup ``mean_i θ_i``. ``task_arithmetic``: ``θ0 + lam·Σ_i (θ_i − θ0)``.
     ``ties``: ``θ0 + lam·TIES(θ_i − θ0)``. The last two need ``base`` (θ0, the shared start).
@@ -103,16 +116,15 @@ def merge_models(
     >>> type(m).__name__
     'Linear'
     """
-    cfg = ModelMergeConfig(method=method, lam=float(lam), trim=float(trim))
+    try:
+        cfg = ModelMergeConfig(method=method, lam=lam, trim=trim)
+    except InputError as e:
+        raise InputError(f"merge_models: {e}") from None
     models = list(models)
     if not models or not all(isinstance(m, nn.Module) for m in models):
         raise InputError("merge_models: pass a non-empty list of torch.nn.Module models")
-    if cfg.method not in METHODS:
-        raise InputError(f"merge_models: method must be one of {METHODS}, got {cfg.method!r}")
     if cfg.method != "average" and base is None:
         raise InputError(f"merge_models: method={cfg.method!r} needs base= (the shared start θ0)")
-    if not 0 < cfg.trim <= 1:
-        raise InputError(f"merge_models: trim is the fraction kept, in (0, 1], got {cfg.trim}")
     check_same_architecture(models + ([base] if base is not None else []))
     param_names = {n for n, _ in models[0].named_parameters()}
     sds = [m.state_dict() for m in models]

@@ -1,12 +1,16 @@
-"""Neuron Merging (NeurIPS 2020), data-free: a neuron whose pre-activation map is a positive
-multiple of a kept neuron's is removed, its outgoing weights added, scaled, to the kept one's.
+"""The neuron planner of ``merge`` — Neuron Merging (NeurIPS 2020), data-free: a neuron whose
+pre-activation map is a positive multiple of a kept neuron's is removed, its outgoing weights
+added, scaled, to the kept one's.
 
 Exact when the multiple is exact, because ReLU / LeakyReLU are positively homogeneous:
 ``act(r·y) = r·act(y)`` for ``r > 0``. The pre-activation of neuron ``c`` is the affine map
 ``y_c = a_c·w_c·x + (a_c·b_c + t_c)`` (``a, t``: a BatchNorm in between, else 1, 0); two neurons
 are compared on the rows ``v_c = [a_c·w_c, a_c·b_c + t_c]``, which includes the bias mismatch.
 Consumers: ``W2[:, k] += r·W2[:, j]`` with ``r = v_j·v_k / v_k·v_k``, then ``j`` is removed with
-``netsculpt.surgery.remove_channels`` (which slices every coupled tensor).
+``netsculpt.surgery.remove_channels`` (which slices every coupled tensor). This module only plans
+(``merge_neurons`` actions: producer, ``[j, k, r]`` triples); the writes are
+:func:`netsculpt.surgery.fold.merge_into_consumers` and ``remove_channels``, called by the
+memory backend's ``merge_neurons`` applier.
 """
 
 from __future__ import annotations
@@ -18,7 +22,8 @@ import torch
 from torch import nn
 from torch.fx import Node
 
-from netsculpt.graph.capture import run_model
+from netsculpt.core.plan import Action
+from netsculpt.core.select import is_ignored
 from netsculpt.ops import merge_folds as MF
 from netsculpt.surgery.fold import bn_scale_shift
 
@@ -46,9 +51,12 @@ def _consumers(act: Node, model, cap) -> set[str] | None:
     return out
 
 
-def candidates(model: nn.Module, graph) -> list[tuple[str, str | None, Any, set[str]]]:
+def candidates(
+    model: nn.Module, graph, ignore: Any = ()
+) -> list[tuple[str, str | None, Any, set[str]]]:
     """``(producer, batchnorm or None, group, consumers)`` for every Linear / Conv followed by a
-    positively homogeneous activation whose channel group couples nothing else."""
+    positively homogeneous activation whose channel group couples nothing else (and touches no
+    module that ``ignore`` names)."""
     cap = graph.captured
     by_tensor = {}
     for g in graph.groups:
@@ -82,12 +90,12 @@ def candidates(model: nn.Module, graph) -> list[tuple[str, str | None, Any, set[
             or (m.role == "in" and m.module in consumers)
             for m in group.members
         )
-        if ok:
+        if ok and not any(is_ignored(p, ignore) for p in (prod, *([bn] if bn else []), *consumers)):
             found.append((prod, bn, group, consumers))
     return found
 
 
-def _rows(model: nn.Module, prod: str, bn: str | None, group) -> torch.Tensor:
+def rows(model: nn.Module, prod: str, bn: str | None, group) -> torch.Tensor:
     """``v_c`` for each channel ``c`` of the group, in float64: [size, fan_in + 1]."""
     layer = model.get_submodule(prod)
     (member,) = [m for m in group.members if m.tensor == f"{prod}.weight"]
@@ -132,44 +140,26 @@ def match(v: torch.Tensor, threshold: float) -> list[tuple[int, int, float]]:
     return plan
 
 
-def _fold_into_consumers(model: nn.Module, group, plan: list) -> None:
-    named = dict(model.named_parameters()) | dict(model.named_buffers())
-    with torch.no_grad():
-        for m in group.members:
-            if m.role != "in":
-                continue
-            t = named[m.tensor]
-            for j, k, r in plan:
-                pj, pk = m.positions(np.array([j])), m.positions(np.array([k]))
-                if r == 0.0 or len(pj) != len(pk):
-                    continue
-                pj_t, pk_t = torch.as_tensor(pj), torch.as_tensor(pk)
-                t.index_add_(m.dim, pk_t, t.index_select(m.dim, pj_t), alpha=r)
-
-
-def merge_neurons(model: nn.Module, example_inputs: Any, cfg) -> dict:
-    """Merge near-duplicate neurons everywhere the graph allows (in place); returns details."""
-    from netsculpt.graph import build_graph
-    from netsculpt.ops.merge import output_tensors, relative_diff
-    from netsculpt.surgery import remove_channels
-
-    ref = output_tensors(run_model(model, example_inputs))
-    graph = build_graph(model, example_inputs)
-    removal, layers = {}, {}
-    for prod, bn, group, _ in candidates(model, graph):
-        plan = match(_rows(model, prod, bn, group), cfg.threshold)
-        if not plan:
+def plan(model: nn.Module, graph, threshold: float, ignore: Any = ()) -> tuple[list, dict]:
+    """``(merge_neurons actions, per-layer details)`` for every candidate with something to
+    merge at cosine distance ``threshold``; the model is only read."""
+    actions, layers = [], {}
+    for prod, bn, group, consumers in candidates(model, graph, ignore):
+        merged = match(rows(model, prod, bn, group), threshold)
+        if not merged:
             continue
-        _fold_into_consumers(model, group, plan)
-        removal[group.id] = np.array(sorted(j for j, _, _ in plan))
+        args = {
+            "producer": prod,
+            "merged": [[int(j), int(k), float(r)] for j, k, r in merged],
+            "batchnorm": bn,
+            "consumers": sorted(consumers),
+            "size": group.size,
+        }
+        actions.append(Action("merge_neurons", args))
         layers[prod] = {
             "size": group.size,
-            "merged": sum(r > 0 for _, _, r in plan),
-            "dead": sum(r == 0 for _, _, r in plan),
-            "into": {int(j): int(k) for j, k, _ in plan},
+            "merged": sum(r > 0 for _, _, r in merged),
+            "dead": sum(r == 0 for _, _, r in merged),
+            "into": {int(j): int(k) for j, k, _ in merged},
         }
-    if removal:
-        remove_channels(model, graph, removal, example_inputs)
-    diff = relative_diff(ref, output_tensors(run_model(model, example_inputs)))
-    removed = sum(len(v) for v in removal.values())
-    return {"layers": layers, "removed": removed, "max_rel_diff": diff}
+    return actions, layers

@@ -24,11 +24,14 @@ from netsculpt.core.config import (
     one_of,
     option,
 )
-from netsculpt.core.errors import InputError, VerificationError
+from netsculpt.core.errors import InputError
 from netsculpt.core.plan import Action, Plan
 from netsculpt.importance import ESTIMATORS, score_groups
 from netsculpt.ops import prune_plan as P
+from netsculpt.ops import prune_schedule as S
 from netsculpt.ops import prune_unstructured as U
+from netsculpt.ops.prune_plan import anchor, channel_actions
+from netsculpt.report import Snapshot
 
 PARTS = ("heads", "mlp", "hidden")
 
@@ -38,6 +41,11 @@ def _importance(name: str, v: Any) -> None:
         return
     if v not in ESTIMATORS and v != "magnitude":
         raise InputError(f"unknown importance {v!r}; choose one of {', '.join(ESTIMATORS)}")
+
+
+def _hook(name: str, v: Any) -> None:
+    if v is not None and not callable(v):
+        raise InputError(f"{name} must be a function fn(model, round), got {v!r}")
 
 
 def _targets(name: str, v: Any) -> None:
@@ -56,7 +64,9 @@ class StructuredConfig(OpConfig):
     by searching the fraction. ``round_to``: kept counts are multiples of it.
     """
 
-    amount: float | None = option(None, fraction(), "fraction of each group's channels removed")
+    amount: float | dict[str, float] | None = option(
+        None, S.check_amount, "fraction of each group's channels removed (or {glob: fraction})"
+    )
     importance: str | Callable | None = option(
         None, _importance, "channel scores: a name or fn(model, group) -> scores; "
         "default activation with data, else l2"
@@ -73,6 +83,20 @@ class StructuredConfig(OpConfig):
     max_batches: int = option(16, integer(1), "calibration batches read (data-driven scores)")
     batch_size: int | None = option(None, integer(1), "batch size when data is a Dataset")
     seed: int = option(0, integer(0), "seed of every random choice")
+    steps: int = option(1, integer(1), "reach the amount / budget in N rounds, scored anew")
+    between: Callable | None = option(
+        None, _hook, "fn(model, round) after each round but the last (e.g. a short ns.heal)"
+    )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if isinstance(self.amount, dict):
+            clash = [k for k in ("global_", "uniform") if getattr(self, k)]
+            clash += [k for k in ("target_macs", "target_params") if getattr(self, k) is not None]
+            if clash:
+                raise InputError(
+                    f"prune: amount={{pattern: fraction}} sets per-layer ratios; not with {clash[0]}="
+                )
 
 
 @dataclass(frozen=True)
@@ -155,7 +179,8 @@ def run(session: Any, cfg: Any) -> Any:
     ``pattern``, or ``sparsity`` without ``structured=True``): zero weights, keep masks so that
     fine-tuning cannot revive them, then physically remove neurons left without weights.
 
-    ``importance``: a registered name (l1, l2, taylor, activation, bn_scale, random) or any
+    ``importance``: a registered name (l1, l2, lamp, fpgm, taylor, activation, bn_scale, random)
+    or any
     callable ``fn(model, group) -> scores`` (one score per channel of the group, higher =
     more important). Without it: ``activation`` when ``data`` is given, else ``l2``.
 
@@ -172,7 +197,7 @@ def run(session: Any, cfg: Any) -> Any:
     (8, 'remove_channels')
     """
     if isinstance(cfg, UnstructuredConfig):
-        return _unstructured(session, cfg)
+        return U.run_unstructured(session, cfg)
     return _structured(session, cfg)
 
 
@@ -184,7 +209,8 @@ def importance_name(cfg: StructuredConfig, session: Any) -> str | Callable:
 
 
 def scores_for(session: Any, importance: Any, groups: list, seed: int) -> dict[int, np.ndarray]:
-    """``{group id: scores}`` by a registered estimator or a callable ``fn(model, group)``."""
+    """``{group id: scores}`` by a registered estimator or a callable ``fn(model, group)``;
+    a named estimator comes from the session's ``scorer`` when it has one."""
     if callable(importance):
         out = {}
         for g in groups:
@@ -196,37 +222,16 @@ def scores_for(session: Any, importance: Any, groups: list, seed: int) -> dict[i
                 )
             out[g.id] = s
         return out
+    if getattr(session, "scorer", None) is not None:
+        return session.scorer(importance, groups)
     needs = getattr(ESTIMATORS.get(importance), "needs_data", False)
     data = session.data_batches(f"importance '{importance}'" if needs else None)
     return score_groups(importance, session.model, session.graph, groups, data=data, seed=seed)
 
 
-def channel_actions(graph: Any, plan: dict[int, np.ndarray], scores: dict) -> list[Action]:
-    """One ``remove_channels`` action per planned group, named by its anchor tensor."""
-    out = []
-    for gid in sorted(plan):
-        g = graph.groups[gid]
-        ch = np.asarray(plan[gid], dtype=np.int64)
-        if not len(ch):
-            continue
-        s = scores.get(gid)
-        out.append(Action("remove_channels", {
-            "anchor": anchor(g), "channels": ch.tolist(), "size": g.size,
-            "group_kind": g.kind, "modules": g.modules,
-        }, None if s is None else float(np.mean(s[ch]))))  # fmt: skip
-    return out
-
-
-def anchor(group: Any) -> list:
-    """``[tensor, dim, first position of channel 0, of channel 1]`` of the group's first
-    producing parameter member: names the group in any capture of the same architecture."""
-    members = [m for m in group.members if m.kind == "param"] or list(group.members)
-    m = next((m for m in members if m.role == "out"), members[0])
-    p0, p1 = (np.nonzero(m.index_map == c)[0] for c in (0, 1))
-    return [m.tensor, m.dim, int(p0[0]) if len(p0) else -1, int(p1[0]) if len(p1) else -1]
-
-
-def _structured(session: Any, cfg: StructuredConfig) -> Any:
+def _structured(session: Any, cfg: StructuredConfig, rounds: Any = None) -> Any:
+    if cfg.steps > 1 and rounds is None:
+        return S.scheduled(session, cfg, _structured, anchor)
     t0 = time.perf_counter()
     model, graph = session.model, session.graph
     before = session.snapshot(predicted={})
@@ -241,22 +246,13 @@ def _structured(session: Any, cfg: StructuredConfig) -> Any:
     if unscored:
         session.notes.append(f"{len(unscored)} groups have no '{label}' score and stay whole")
     key = (lambda g: (g.kind, parts[g.id])) if cfg.uniform else None
+    est = ESTIMATORS.get(importance) if isinstance(importance, str) else None
+    normalize = not getattr(est, "normalized", False)  # LAMP scores compare across groups
     skipped: dict[int, str] = {}
     budgeted = cfg.target_macs is not None or cfg.target_params is not None
     for attempt in range(3):  # re-plan a budget without groups that turned out to break the model
         usable = [g for g in groups if g.id in scores and g.id not in skipped]
-        if budgeted:
-            chans, frac = P.budget_plan(
-                graph, model, usable, scores, target_macs=cfg.target_macs,
-                target_params=cfg.target_params, global_=cfg.global_, round_to=cfg.round_to,
-                max_fraction=cfg.max_fraction, uniform_key=key,
-            )  # fmt: skip
-        else:
-            frac = cfg.amount
-            chans = P.plan_for(
-                usable, scores, frac, global_=cfg.global_, round_to=cfg.round_to,
-                max_fraction=cfg.max_fraction, uniform_key=key,
-            )  # fmt: skip
+        chans, frac = S.plan_round(graph, model, usable, scores, cfg, key, rounds, normalize)
         plan = Plan("prune", channel_actions(graph, chans, scores), {"mode": "structured"})
         undo = session.backend.checkpoint(session)
         session.refused = {}
@@ -280,7 +276,9 @@ def _structured(session: Any, cfg: StructuredConfig) -> Any:
         "prune", channel_actions(graph, kept, scores), {"mode": "structured", **cfg.to_dict()}
     )
     after = session.snapshot(predicted=kept, graph=graph)
-    _budget_notes(session, cfg, before, after)
+    if rounds is None or rounds.i == rounds.n:  # a budget is of the original figures
+        base = before if rounds is None else Snapshot(macs=rounds.macs0, params=rounds.params0)
+        _budget_notes(session, cfg, base, after)
     details = {
         "fraction": frac,
         "importance": label,
@@ -372,101 +370,9 @@ def replay(session: Any, plan: Plan) -> Plan:
     final = Plan(plan.op, [], dict(plan.config))
     for a in out.actions:
         if a.kind == "_zero":
-            final.actions += zero_actions(
+            final.actions += U.zero_actions(
                 session, pending[a.args["key"]], a.args["rule"], a.args["key"][1]
             )
         else:
             final.actions.append(a)
     return final
-
-
-# -- unstructured --------------------------------------------------------------------------------
-def _rule(cfg: UnstructuredConfig) -> dict[str, Any]:
-    if cfg.pattern is not None:
-        return {"pattern": cfg.pattern}
-    if cfg.threshold is not None:
-        return {"threshold": cfg.threshold}
-    return {"global_sparsity" if cfg.global_ else "sparsity": cfg.sparsity}
-
-
-def zero_actions(session: Any, weights: dict, rule: dict, importance: str) -> list[Action]:
-    """``zero_weights`` actions (with their masks in memory) for ``rule`` on ``weights``."""
-    data = session.data_batches("importance='activation'" if importance == "activation" else None)
-    scores = U.weight_scores(session.model, weights, importance, data)
-    masks, notes = U.masks_for(
-        scores, threshold=rule.get("threshold"),
-        sparsity=rule.get("sparsity", rule.get("global_sparsity")),
-        global_="global_sparsity" in rule, pattern=rule.get("pattern"),
-    )  # fmt: skip
-    session.notes.extend(notes)
-    return [
-        Action("zero_weights", {"tensor": n, "rule": rule, "importance": importance, "_mask": m})
-        for n, m in masks.items()
-    ]
-
-
-def _unstructured(session: Any, cfg: UnstructuredConfig) -> Any:
-    t0 = time.perf_counter()
-    model = session.model
-    # one capture, before any weight changes (so a model that cannot be captured fails early);
-    # zeroing weights does not change the structure, so it also serves dead-neuron removal
-    graph = session.graph
-    before = session.snapshot(predicted={})
-    weights = U.prunable_weights(model, session.ignore)
-    if not weights:
-        raise InputError("no Linear or Conv weights to prune (all ignored?)")
-    plan = Plan("prune", zero_actions(session, weights, _rule(cfg), cfg.importance))
-    plan.config = {"mode": "unstructured", **cfg.to_dict()}
-    plan = session.apply(plan)
-    zeroed = sum(a.args["zeros"] for a in plan.actions)
-    weights = U.prunable_weights(model, session.ignore)
-    total = sum(w.numel() for w in weights.values())
-    zeros = sum(int((w == 0).sum()) for w in weights.values())
-    removed_plan: dict = {}
-    if cfg.remove_dead:
-        removed_plan = _remove_dead(session, graph, plan)
-    after = session.snapshot(predicted=removed_plan, graph=graph)
-    details = {
-        "weights_zeroed": zeroed,
-        "sparsity": zeros / total if total else 0.0,
-        "dead_channels_removed": int(sum(len(c) for c in removed_plan.values())),
-        "nonzero_params": sum(int((p != 0).sum()) for p in model.parameters()),
-        "per_layer_sparsity": {
-            n: float((w == 0).float().mean())
-            for n, w in U.prunable_weights(model, session.ignore).items()
-        },
-        "seconds": round(time.perf_counter() - t0, 3),
-    }
-    return session.report("prune", {"mode": "unstructured"}, plan, before, after, details)
-
-
-def _remove_dead(session: Any, graph: Any, plan: Plan) -> dict:
-    """Plan and apply the removal of dead neurons (outputs must stay within 1e-4); adds the
-    applied actions to ``plan`` and returns ``{group: channels}`` of the removal."""
-    from netsculpt.surgery import outputs_close
-
-    unread, folded, deltas, notes = U.dead_plan(session.model, graph, session.example_inputs)
-    session.notes.extend(notes)
-    chans = {
-        gid: np.union1d(unread.get(gid, []), folded.get(gid, [])).astype(np.int64)
-        for gid in set(unread) | set(folded)
-    }
-    if not chans:
-        return {}
-    reference = U.run_model(session.model, session.example_inputs)
-    steps = Plan("prune", [Action("add_bias", {"module": p, "delta": d}) for p, d in deltas])
-    steps.actions += channel_actions(graph, chans, {})
-
-    def same(_: Any, out: Any) -> str | None:
-        return outputs_close(reference, out, rtol=1e-4, atol=1e-5)
-
-    undo = session.backend.checkpoint(session)
-    try:
-        done = session.apply(steps, safe=False, check=same)
-    except VerificationError as e:
-        undo()
-        session.stale()
-        session.notes.append(f"dead channels kept: removing them changed the outputs ({e})")
-        return {}
-    plan.actions.extend(done.actions)
-    return chans

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Hashable
+from typing import Any
 
 import numpy as np
 
+from netsculpt.core.plan import Action
 from netsculpt.graph.channels import Group, StructureGraph
 
 Plan = dict[int, np.ndarray]
@@ -76,15 +78,18 @@ def global_plan(
     fraction: float,
     round_to: int | None,
     max_fraction: float = 0.9,
+    normalize: bool = True,
 ) -> Plan:
     """Remove ``fraction`` of all channels, ranked across groups by scores normalised per group
-    (each group's scores divided by their mean), never more than ``max_fraction`` of a group."""
+    (each group's scores divided by their mean; as they are for ``normalize=False``, scores
+    already comparable across groups such as LAMP's), never more than ``max_fraction`` of a
+    group."""
     ids, vals, chans = [], [], []
     for g in groups:
         s = scores.get(g.id)
         if s is None:
             continue
-        mean = float(np.mean(s)) or 1.0
+        mean = (float(np.mean(s)) or 1.0) if normalize else 1.0
         ids.append(np.full(g.size, g.id))
         vals.append(s / mean)
         chans.append(np.arange(g.size))
@@ -155,11 +160,12 @@ def plan_for(
     round_to: int | None,
     max_fraction: float,
     uniform_key: Callable[[Group], Hashable] | None = None,
+    normalize: bool = True,
 ) -> Plan:
     """``global_``: rank channels across groups; else remove ``fraction`` of each group. With
     ``uniform_key``, counts are then made equal across groups sharing a key (:func:`equalize`)."""
     if global_:
-        plan = global_plan(groups, scores, fraction, round_to, max_fraction)
+        plan = global_plan(groups, scores, fraction, round_to, max_fraction, normalize)
     else:
         plan = uniform_plan(groups, scores, min(fraction, max_fraction), round_to)
     if uniform_key is not None:
@@ -179,6 +185,7 @@ def budget_plan(
     round_to: int | None,
     max_fraction: float,
     uniform_key: Callable[[Group], Hashable] | None = None,
+    normalize: bool = True,
 ) -> tuple[Plan, float]:
     """The smallest fraction whose plan meets the MACs / params budget (bisection on the graph's
     own size prediction, no forward passes). Targets are fractions of the original (≤ 1) or
@@ -210,6 +217,7 @@ def budget_plan(
             round_to=round_to,
             max_fraction=max_fraction,
             uniform_key=uniform_key,
+            normalize=normalize,
         )
 
     lo, hi = 0.0, max_fraction
@@ -224,3 +232,28 @@ def budget_plan(
         else:
             lo = mid
     return best, hi
+
+
+def channel_actions(graph: Any, plan: dict[int, np.ndarray], scores: dict) -> list[Action]:
+    """One ``remove_channels`` action per planned group, named by its anchor tensor."""
+    out = []
+    for gid in sorted(plan):
+        g = graph.groups[gid]
+        ch = np.asarray(plan[gid], dtype=np.int64)
+        if not len(ch):
+            continue
+        s = scores.get(gid)
+        out.append(Action("remove_channels", {
+            "anchor": anchor(g), "channels": ch.tolist(), "size": g.size,
+            "group_kind": g.kind, "modules": g.modules,
+        }, None if s is None else float(np.mean(s[ch]))))  # fmt: skip
+    return out
+
+
+def anchor(group: Any) -> list:
+    """``[tensor, dim, first position of channel 0, of channel 1]`` of the group's first
+    producing parameter member: names the group in any capture of the same architecture."""
+    members = [m for m in group.members if m.kind == "param"] or list(group.members)
+    m = next((m for m in members if m.role == "out"), members[0])
+    p0, p1 = (np.nonzero(m.index_map == c)[0] for c in (0, 1))
+    return [m.tensor, m.dim, int(p0[0]) if len(p0) else -1, int(p1[0]) if len(p1) else -1]

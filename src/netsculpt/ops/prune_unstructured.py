@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import time
+from typing import Any
+
 import numpy as np
 import torch
 from torch import nn
 
+from netsculpt.core.errors import InputError, VerificationError
+from netsculpt.core.plan import Action, Plan
 from netsculpt.core.select import is_ignored
-from netsculpt.errors import InputError
 from netsculpt.graph.capture import run_model
 from netsculpt.graph.channels import StructureGraph
 from netsculpt.importance.channels import channel_norms
+from netsculpt.ops.prune_plan import channel_actions
 
 
 def prunable_weights(model: nn.Module, ignore: list[str]) -> dict[str, nn.Parameter]:
@@ -250,3 +255,95 @@ def dead_plan(model, graph: StructureGraph, example_inputs) -> tuple[dict, dict,
             f"weights kept: their constant output could not be folded"
         )
     return unread, folded, deltas, notes
+
+
+# -- the unstructured prune: plan, apply, remove what died --------------------------------
+def rule(cfg: Any) -> dict[str, Any]:
+    if cfg.pattern is not None:
+        return {"pattern": cfg.pattern}
+    if cfg.threshold is not None:
+        return {"threshold": cfg.threshold}
+    return {"global_sparsity" if cfg.global_ else "sparsity": cfg.sparsity}
+
+
+def zero_actions(session: Any, weights: dict, rule: dict, importance: str) -> list[Action]:
+    """``zero_weights`` actions (with their masks in memory) for ``rule`` on ``weights``."""
+    data = session.data_batches("importance='activation'" if importance == "activation" else None)
+    scores = weight_scores(session.model, weights, importance, data)
+    masks, notes = masks_for(
+        scores, threshold=rule.get("threshold"),
+        sparsity=rule.get("sparsity", rule.get("global_sparsity")),
+        global_="global_sparsity" in rule, pattern=rule.get("pattern"),
+    )  # fmt: skip
+    session.notes.extend(notes)
+    return [
+        Action("zero_weights", {"tensor": n, "rule": rule, "importance": importance, "_mask": m})
+        for n, m in masks.items()
+    ]
+
+
+def run_unstructured(session: Any, cfg: Any) -> Any:
+    t0 = time.perf_counter()
+    model = session.model
+    # one capture, before any weight changes (so a model that cannot be captured fails early);
+    # zeroing weights does not change the structure, so it also serves dead-neuron removal
+    graph = session.graph
+    before = session.snapshot(predicted={})
+    weights = prunable_weights(model, session.ignore)
+    if not weights:
+        raise InputError("no Linear or Conv weights to prune (all ignored?)")
+    plan = Plan("prune", zero_actions(session, weights, rule(cfg), cfg.importance))
+    plan.config = {"mode": "unstructured", **cfg.to_dict()}
+    plan = session.apply(plan)
+    zeroed = sum(a.args["zeros"] for a in plan.actions)
+    weights = prunable_weights(model, session.ignore)
+    total = sum(w.numel() for w in weights.values())
+    zeros = sum(int((w == 0).sum()) for w in weights.values())
+    removed_plan: dict = {}
+    if cfg.remove_dead:
+        removed_plan = remove_dead(session, graph, plan)
+    after = session.snapshot(predicted=removed_plan, graph=graph)
+    details = {
+        "weights_zeroed": zeroed,
+        "sparsity": zeros / total if total else 0.0,
+        "dead_channels_removed": int(sum(len(c) for c in removed_plan.values())),
+        "nonzero_params": sum(int((p != 0).sum()) for p in model.parameters()),
+        "per_layer_sparsity": {
+            n: float((w == 0).float().mean())
+            for n, w in prunable_weights(model, session.ignore).items()
+        },
+        "seconds": round(time.perf_counter() - t0, 3),
+    }
+    return session.report("prune", {"mode": "unstructured"}, plan, before, after, details)
+
+
+def remove_dead(session: Any, graph: Any, plan: Plan) -> dict:
+    """Plan and apply the removal of dead neurons (outputs must stay within 1e-4); adds the
+    applied actions to ``plan`` and returns ``{group: channels}`` of the removal."""
+    from netsculpt.surgery import outputs_close
+
+    unread, folded, deltas, notes = dead_plan(session.model, graph, session.example_inputs)
+    session.notes.extend(notes)
+    chans = {
+        gid: np.union1d(unread.get(gid, []), folded.get(gid, [])).astype(np.int64)
+        for gid in set(unread) | set(folded)
+    }
+    if not chans:
+        return {}
+    reference = run_model(session.model, session.example_inputs)
+    steps = Plan("prune", [Action("add_bias", {"module": p, "delta": d}) for p, d in deltas])
+    steps.actions += channel_actions(graph, chans, {})
+
+    def same(_: Any, out: Any) -> str | None:
+        return outputs_close(reference, out, rtol=1e-4, atol=1e-5)
+
+    undo = session.backend.checkpoint(session)
+    try:
+        done = session.apply(steps, safe=False, check=same)
+    except VerificationError as e:
+        undo()
+        session.stale()
+        session.notes.append(f"dead channels kept: removing them changed the outputs ({e})")
+        return {}
+    plan.actions.extend(done.actions)
+    return chans

@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from netsculpt.errors import InputError
+from netsculpt.core.errors import InputError
 
 _LAYER_ATTRS = (
     "in_features",
@@ -234,9 +234,9 @@ def _plan(d: Any) -> Any:
 
 
 def _write(path: str | Path, text: str) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text, encoding="utf-8")
+    from netsculpt.core.files import write_text_atomic
+
+    write_text_atomic(path, text)  # readers never see half a report
 
 
 def jsonable(obj: Any) -> Any:

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from netsculpt.report.console import BLOCK_FIXED, COLUMNS, HEADERS, change, sparsity_text
 from netsculpt.report.core import jsonable, width_of
+from netsculpt.report.trace_plot import plot_trace
 
 if TYPE_CHECKING:
     from netsculpt.report.core import Report
@@ -321,7 +322,7 @@ def _plots(rep: Report) -> list[str]:
         import matplotlib  # noqa: F401
     except ImportError:
         return ['<p class="note">Plots need matplotlib (pip install netsculpt[report]).</p>']
-    out = [plot_widths(rep), plot_metric_vs_cost(rep)]
+    out = [plot_widths(rep), plot_metric_vs_cost(rep), plot_trace(rep)]
     for i, step in enumerate(rep.steps or [rep]):
         d = step.details if isinstance(step.details, dict) else {}
         label = f"{i + 1}. {step.op}" if rep.steps else step.op

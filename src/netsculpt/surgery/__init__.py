@@ -7,6 +7,7 @@ from netsculpt.surgery.slicing import (
     outputs_close,
     remove_channels,
     remove_channels_safely,
+    slice_tensor,
     tensor_positions,
     verify,
 )
@@ -19,6 +20,7 @@ __all__ = [
     "meta_clone",
     "remove_channels",
     "remove_channels_safely",
+    "slice_tensor",
     "tensor_positions",
     "verify",
     "widen",

@@ -12,8 +12,15 @@ from torch import nn
 HEAD_ATTRS = ("num_heads", "num_attention_heads", "n_heads", "n_head", "num_key_value_heads")
 
 
+_MISSING = object()
+# a module's tables: their entries are snapshotted one by one (tensors), not as a whole
+_TABLES = ("_parameters", "_buffers", "_modules")
+
+
 class Snapshot:
-    """Original tensors, attributes, classes and masks of everything an edit touched."""
+    """Original tensors, attributes, classes and masks of everything an edit touched, and the
+    model's manifest entries (``_netsculpt_edits``): ``restore()`` leaves the model exactly as
+    it was, attributes an edit added (``inner_dim``) removed again."""
 
     def __init__(self, model: nn.Module):
         self.model = model
@@ -21,6 +28,8 @@ class Snapshot:
         self._attrs: dict[int, tuple] = {}
         self._fields: dict[tuple[int, str], tuple] = {}
         self._masks: dict[str, tuple] = {}
+        # record_module replaces the list, never appends to it: keeping the object is enough
+        self._edits = vars(model).get("_netsculpt_edits", _MISSING)
 
     def save_tensor(self, mod: nn.Module, attr: str, is_param: bool) -> None:
         key = (id(mod), attr)
@@ -30,8 +39,8 @@ class Snapshot:
 
     def save_attrs(self, mod: nn.Module) -> None:
         if id(mod) not in self._attrs:
-            plain = {k: v for k, v in vars(mod).items() if not k.startswith("_")}
-            self._attrs[id(mod)] = (mod, mod.__class__, plain)
+            state = {k: v for k, v in vars(mod).items() if k not in _TABLES}
+            self._attrs[id(mod)] = (mod, mod.__class__, state)
 
     def save_field(self, obj: Any, name: str) -> None:
         key = (id(obj), name)
@@ -45,10 +54,11 @@ class Snapshot:
     def restore(self) -> None:
         for mod, attr, is_param, value in self._tensors.values():
             (mod._parameters if is_param else mod._buffers)[attr] = value
-        for mod, cls, plain in self._attrs.values():
+        for mod, cls, state in self._attrs.values():
             mod.__class__ = cls
-            for k, v in plain.items():
-                mod.__dict__[k] = v
+            for k in [k for k in vars(mod) if k not in state and k not in _TABLES]:
+                del mod.__dict__[k]  # added by the edit
+            mod.__dict__.update(state)
         for obj, name, value in self._fields.values():
             setattr(obj, name, value)
         for name, (masks, value) in self._masks.items():
@@ -56,6 +66,10 @@ class Snapshot:
                 masks.pop(name, None)
             else:
                 masks[name] = value
+        if self._edits is _MISSING:
+            self.model.__dict__.pop("_netsculpt_edits", None)
+        else:
+            self.model.__dict__["_netsculpt_edits"] = self._edits
 
 
 def _set(snap: Snapshot, mod: nn.Module, **values) -> None:
@@ -133,7 +147,7 @@ def _fix_mha(model, path: str, mod: nn.MultiheadAttention, snap: Snapshot) -> No
 
 def _record(model, path: str, mod: nn.Module) -> None:
     try:
-        from netsculpt.io.manifest import record_module
+        from netsculpt.core.edits import record_module
     except ImportError:  # io not installed in a stripped-down build
         return
     record_module(model, path, mod)

@@ -22,9 +22,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from netsculpt.errors import InputError
+from netsculpt.core.edits import record_module, set_submodule
+from netsculpt.core.errors import InputError
 from netsculpt.graph.blocks import IDEMPOTENT, Block
-from netsculpt.io.manifest import record_module, set_submodule
 from netsculpt.surgery.hf import layer_fields
 
 _HF_IDX = ("layer_idx",)

@@ -1,8 +1,12 @@
-"""Exact folds: pure tensor math that turns two affine modules into one, plus module replacement.
+"""Merge edits: exact folds (pure tensor math that turns two affine modules into one), module
+replacement, and the writes of the approximate merges (Neuron Merging's consumer update,
+LaCo's RDSC block collapse).
 
-Every function returns *new* modules (deep copies with folded tensors) and leaves its arguments
-untouched, so a caller can put the originals back if verification fails. Math is done in float64
-and cast back, which keeps folded models within ~1e-7 of the original. Formulas: ALGORITHMS.md §2.
+The fold functions return *new* modules (deep copies with folded tensors) and leave their
+arguments untouched; :func:`apply_fold` puts them into a model. Every writer here replaces
+tensors rather than writing into them, so a checkpoint that keeps references can put the
+originals back. Math is done in float64 and cast back, which keeps folded models within ~1e-7
+of the original. Formulas: docs/algorithms.md §2.
 
 >>> conv, bn = nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8).eval()
 >>> fused = fold_bn_after(conv, bn)
@@ -15,9 +19,14 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Sequence
+from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
+
+from netsculpt.core.errors import InputError
 
 _CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _CONV_T = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
@@ -200,6 +209,13 @@ def compose_conv(first: nn.Module, second: nn.Module) -> nn.Module:
     return new
 
 
+def composed_conv_macs(first: nn.Module, second: nn.Module, out_positions: int) -> int:
+    """Multiply-accumulates of :func:`compose_conv` ``(first, second)`` producing
+    ``out_positions`` output positions, without building it."""
+    geometry = first if is_pointwise(second) else second
+    return second.out_channels * first.in_channels * math.prod(geometry.kernel_size) * out_positions
+
+
 def linear_macs(layer: nn.Linear) -> int:
     """Multiply-accumulates of a Linear per input row."""
     return layer.in_features * layer.out_features
@@ -242,15 +258,164 @@ def fold_norm_gain(
 def replace_module(model: nn.Module, path: str, new: nn.Module) -> nn.Module:
     """Put ``new`` at ``path`` in ``model`` and return the module that was there.
 
-    The replacement is recorded in the structure manifest (``netsculpt.io.manifest``) so that
+    The replacement is recorded in the structure manifest (``netsculpt.core.edits``) so that
     ``ns.load(dir, model=fresh_instance)`` can replay it.
 
     >>> seq = nn.Sequential(nn.Linear(2, 2), nn.ReLU())
     >>> type(replace_module(seq, "1", nn.Identity())).__name__
     'ReLU'
     """
-    from netsculpt.io.manifest import record_module
+    from netsculpt.core.edits import record_module
 
     old = model.get_submodule(path)
     record_module(model, path, new)  # sets the module and records it for ns.load
     return old
+
+
+# -- applying folds ------------------------------------------------------------------------------
+FOLD_KINDS = ("bn_after", "bn_before", "linear_linear", "conv_conv", "affine", "norm_gain")
+
+
+def _get(model: nn.Module, path: str, types: Any, what: str, where: str) -> nn.Module:
+    try:
+        mod = model.get_submodule(path)
+    except AttributeError:
+        raise InputError(f"{where}: the model has no module {path!r}") from None
+    if not isinstance(mod, types):
+        raise InputError(f"{where}: {path!r} is a {type(mod).__name__}, not a {what}")
+    return mod
+
+
+def fold_replacements(
+    model: nn.Module, kind: str, modules: Sequence[str], where: str = "fold"
+) -> dict[str, nn.Module]:
+    """``{path: new module}`` for one fold of ``kind`` over ``modules`` (``Identity`` = gone):
+
+    - ``bn_after`` (layer, bn) and ``bn_before`` (bn, layer): the layer with the BN folded in;
+    - ``linear_linear`` / ``conv_conv`` / ``affine`` (first, second): one layer for both;
+    - ``norm_gain`` (norm, linear, ...): the norm with unit gain, the Linears scaled.
+
+    The model is not changed; ``InputError`` names a path that is missing or of the wrong type.
+    """
+    modules = [str(p) for p in modules]
+    n = {"norm_gain": None}.get(kind, 2)
+    if kind not in FOLD_KINDS:
+        raise InputError(f"{where}: unknown fold_kind {kind!r} (one of {', '.join(FOLD_KINDS)})")
+    if (n is not None and len(modules) != n) or len(modules) < 2:
+        raise InputError(f"{where}: {kind} folds {n or 'at least 2'} modules, got {modules}")
+    layers = (nn.Linear, *_CONV, *_CONV_T)
+    if kind == "bn_after":
+        layer = _get(model, modules[0], layers, "Linear / Conv", where)
+        bn = _get(model, modules[1], _BN, "BatchNorm", where)
+        return {modules[0]: fold_bn_after(layer, bn), modules[1]: nn.Identity()}
+    if kind == "bn_before":
+        bn = _get(model, modules[0], _BN, "BatchNorm", where)
+        layer = _get(model, modules[1], (nn.Linear, *_CONV), "Linear / Conv", where)
+        try:
+            return {modules[1]: fold_bn_before(bn, layer), modules[0]: nn.Identity()}
+        except ValueError as e:
+            raise InputError(f"{where}: {modules[0]} -> {modules[1]}: {e}") from None
+    if kind == "norm_gain":
+        norm = _get(model, modules[0], nn.Module, "norm", where)
+        lins = [_get(model, p, nn.Linear, "Linear", where) for p in modules[1:]]
+        new_norm, new_lins = fold_norm_gain(norm, lins)
+        return {modules[0]: new_norm, **dict(zip(modules[1:], new_lins))}
+    first = _get(model, modules[0], (nn.Linear, *_CONV), "Linear / Conv", where)
+    second = _get(model, modules[1], (nn.Linear, *_CONV), "Linear / Conv", where)
+    if isinstance(first, nn.Linear) and isinstance(second, nn.Linear):
+        new = compose_linear(first, second)
+    else:
+        try:
+            new = compose_conv(first, second)
+        except ValueError as e:
+            raise InputError(f"{where}: {modules[0]} -> {modules[1]}: {e}") from None
+    return {modules[0]: nn.Identity(), modules[1]: new}
+
+
+def apply_fold(model: nn.Module, kind: str, modules: Sequence[str], where: str = "fold") -> None:
+    """Fold ``modules`` of ``model`` in place (see :func:`fold_replacements`); each replaced
+    module is recorded in the structure manifest.
+
+    >>> m = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4)).eval()
+    >>> apply_fold(m, "bn_after", ["0", "1"])
+    >>> type(m[1]).__name__
+    'Identity'
+    """
+    for path, new in fold_replacements(model, kind, modules, where).items():
+        replace_module(model, path, new)
+
+
+# -- Neuron Merging ------------------------------------------------------------------------------
+def _set_tensor(model: nn.Module, name: str, new: torch.Tensor) -> None:
+    """Give the parameter / buffer ``name`` the values ``new`` (a new tensor, not written into
+    the old one; a parameter keeps its identity)."""
+    path, _, attr = name.rpartition(".")
+    mod = model.get_submodule(path) if path else model
+    if attr in mod._parameters:
+        mod._parameters[attr].data = new
+    else:
+        mod._buffers[attr] = new
+
+
+def merge_into_consumers(model: nn.Module, group: Any, merged: Sequence[tuple]) -> None:
+    """Neuron Merging's consumer update for channel ``group``: for each ``(j, k, r)`` add
+    ``r`` times the input columns of channel ``j`` to those of the kept channel ``k``
+    (``W2[:, k] += r·W2[:, j]``) in every tensor that reads the group (``role == "in"``).
+    Channel ``j`` itself is removed afterwards (``surgery.remove_channels``)."""
+    named = dict(model.named_parameters()) | dict(model.named_buffers())
+    with torch.no_grad():
+        for m in group.members:
+            if m.role != "in":
+                continue
+            t = named[m.tensor].detach().clone()
+            for j, k, r in merged:
+                pj, pk = m.positions(np.array([j])), m.positions(np.array([k]))
+                if r == 0.0 or len(pj) != len(pk):
+                    continue
+                pj_t = torch.as_tensor(pj, device=t.device)
+                pk_t = torch.as_tensor(pk, device=t.device)
+                t.index_add_(m.dim, pk_t, t.index_select(m.dim, pj_t), alpha=r)
+            _set_tensor(model, m.tensor, t)
+
+
+# -- LaCo block collapse -------------------------------------------------------------------------
+def rdsc(thetas: list[torch.Tensor]) -> torch.Tensor:
+    """``θ_0 + Σ_{k≥1} (θ_k − θ_0)`` with the original ``θ_0`` (not updated in place).
+
+    >>> a, b, c = (torch.tensor([1.0]), torch.tensor([2.0]), torch.tensor([4.0]))
+    >>> rdsc([a, b, c])
+    tensor([5.])
+    """
+    base = thetas[0]
+    out = base.clone()
+    for t in thetas[1:]:
+        out += t - base
+    return out
+
+
+def _is_norm(module: nn.Module) -> bool:
+    return "norm" in type(module).__name__.lower()
+
+
+def collapse_blocks(model: nn.Module, blocks: Sequence[Any]) -> list[str]:
+    """LaCo: write RDSC of ``blocks`` (adjacent blocks of one class, from
+    :func:`netsculpt.graph.blocks.find_blocks`) into the first one, keeping its norms, and
+    remove the others (highest index first, so that deleting from a ModuleList leaves the
+    lower indices valid). Returns one line per removed block."""
+    from netsculpt.surgery.depth import remove_block
+
+    target = model.get_submodule(blocks[0].name)
+    norms = {n for n, m in target.named_modules() if n and _is_norm(m)}
+    others = [dict(model.get_submodule(b.name).named_parameters()) for b in blocks[1:]]
+    with torch.no_grad():
+        for name, p in target.named_parameters():
+            if name.rpartition(".")[0] in norms:
+                continue  # LaCo keeps the norms of block l
+            if any(name not in o or o[name].shape != p.shape for o in others):
+                raise InputError(
+                    f"collapse_blocks: {blocks[0].name}.{name} has no match of the same shape "
+                    f"in {', '.join(b.name for b in blocks[1:])}"
+                )
+            merged = rdsc([p.detach().double()] + [o[name].detach().double() for o in others])
+            p.data = merged.to(p.dtype)
+    return [remove_block(model, b) for b in sorted(blocks[1:], key=lambda b: -b.index)]

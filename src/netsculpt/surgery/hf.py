@@ -4,7 +4,8 @@ Hugging Face layers store widths in attributes that ``forward`` reads (GPT-2's `
 ``split_size``, BERT's ``all_head_size``); after surgery they must follow the new weight shapes.
 Everything here is read from the weights themselves (never from a model name), recorded in the
 edit's snapshot so that a failed edit is undone, and listed in ``_netsculpt_attrs`` so that
-``ns.save`` / ``ns.load`` carry it. The config is then synced by :mod:`netsculpt.hf.config`.
+``ns.save`` / ``ns.load`` carry it. The config is then synced by
+:func:`netsculpt.surgery.hf_config.sync_config`.
 Transformers is never imported here: modules are recognised by their attributes.
 
 >>> import torch
@@ -19,53 +20,17 @@ from typing import Any
 
 from torch import nn
 
-# projections that produce queries / keys, in the names HF families use
-Q_NAMES = ("q_proj", "query", "q_lin", "q")
-K_NAMES = ("k_proj", "key", "k_lin", "k")
-# the first MLP projection (its output count is the intermediate size)
-MLP_IN_NAMES = ("up_proj", "gate_proj", "fc1", "c_fc", "w1", "dense_h_to_4h", "lin1")
-
-
-def out_width(mod: nn.Module | None) -> int | None:
-    """Output features of a Linear or of HF's transposed ``Conv1D`` (weight is (in, out))."""
-    if mod is None:
-        return None
-    w = getattr(mod, "weight", None)
-    if w is None or w.dim() != 2:
-        return None
-    return int(w.shape[1]) if _is_conv1d(mod) else int(w.shape[0])
-
-
-def in_width(mod: nn.Module | None) -> int | None:
-    """Input features of a Linear or HF ``Conv1D``."""
-    if mod is None:
-        return None
-    w = getattr(mod, "weight", None)
-    if w is None or w.dim() != 2:
-        return None
-    return int(w.shape[0]) if _is_conv1d(mod) else int(w.shape[1])
-
-
-def _is_conv1d(mod: nn.Module) -> bool:
-    return type(mod).__name__ == "Conv1D" and hasattr(mod, "nf") and hasattr(mod, "nx")
-
-
-def child(mod: nn.Module, names: tuple[str, ...]) -> nn.Module | None:
-    """The first direct child of ``mod`` called one of ``names``."""
-    for n in names:
-        c = getattr(mod, n, None)
-        if isinstance(c, nn.Module):
-            return c
-    return None
-
-
-def head_dim_of(attn: nn.Module) -> int | None:
-    """Per-head width an attention module was built with (``head_dim`` / ``attention_head_size``)."""
-    for name in ("head_dim", "attention_head_size", "attention_head_dim"):
-        v = getattr(attn, name, None)
-        if isinstance(v, int) and v > 0:
-            return v
-    return None
+from netsculpt.surgery.hf_config import (
+    K_NAMES,
+    MLP_IN_NAMES,
+    Q_NAMES,
+    child,
+    head_dim_of,
+    in_width,
+    is_conv1d,
+    out_width,
+    sync_config,
+)
 
 
 def _set(snap, mod: nn.Module, **values: Any) -> None:
@@ -97,7 +62,7 @@ def _fix_attention(attn: nn.Module, snap) -> None:
     if hd is None:
         return
     c_attn = getattr(attn, "c_attn", None)
-    if c_attn is not None and _is_conv1d(c_attn) and not getattr(attn, "is_cross_attention", 0):
+    if c_attn is not None and is_conv1d(c_attn) and not getattr(attn, "is_cross_attention", 0):
         split = out_width(c_attn) // 3  # GPT-2: fused q, k, v of equal width
         _set(snap, attn, split_size=split, num_heads=split // hd, embed_dim=in_width(c_attn),
              **_kept_as_built(attn))  # fmt: skip
@@ -127,7 +92,7 @@ def fix_hf_modules(model: nn.Module, snap) -> None:
     if config is None or not hasattr(config, "to_dict"):
         return
     for mod in model.modules():
-        if _is_conv1d(mod):
+        if is_conv1d(mod):
             _set(snap, mod, nf=out_width(mod), nx=in_width(mod))
         elif head_dim_of(mod) is not None:
             _fix_attention(mod, snap)
@@ -135,8 +100,6 @@ def fix_hf_modules(model: nn.Module, snap) -> None:
             up = child(mod, MLP_IN_NAMES)
             if up is not None and out_width(up) is not None:
                 _set(snap, mod, intermediate_size=out_width(up))
-    from netsculpt.hf.config import sync_config
-
     sync_config(model, snap)
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from netsculpt.utils import masks_suspended
+from netsculpt.core.utils import masks_suspended
 
 
 def masks_of(model: nn.Module) -> dict[str, torch.Tensor]:

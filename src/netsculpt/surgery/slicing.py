@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from netsculpt.errors import VerificationError
+from netsculpt.core.errors import VerificationError
 from netsculpt.graph.capture import run_model
 from netsculpt.graph.channels import StructureGraph
 from netsculpt.surgery.attrs import Snapshot, fix_attributes
@@ -89,6 +89,33 @@ def _set_tensor(owners, new: torch.Tensor, snap: Snapshot) -> None:
             mod._buffers[attr] = value
 
 
+def keep_indices(size: int, removed: Any) -> np.ndarray:
+    """The indices of a dim of ``size`` that stay when the positions ``removed`` go.
+
+    >>> keep_indices(5, [1, 3]).tolist()
+    [0, 2, 4]
+    """
+    return np.setdiff1d(np.arange(size), np.asarray(removed, dtype=np.int64))
+
+
+def slice_tensor(t: torch.Tensor, removed: dict[int, Any], name: str = "tensor") -> torch.Tensor:
+    """``t`` without the positions ``removed[dim]`` of each dim, dims in increasing order.
+
+    The one slicing rule of netsculpt: surgery on a model in memory and the shard backend
+    (a checkpoint streamed one tensor at a time) both cut tensors with it. A meta tensor only
+    changes shape.
+
+    >>> slice_tensor(torch.arange(6).reshape(2, 3), {1: [0]}).tolist()
+    [[1, 2], [4, 5]]
+    """
+    for dim, pos in sorted(removed.items()):
+        keep = keep_indices(t.shape[dim], pos)
+        if len(keep) == 0:
+            raise VerificationError(f"plan removes every channel of '{name}' dim {dim}")
+        t = _select(t, dim, keep)
+    return t
+
+
 def _select(t: torch.Tensor, dim: int, keep: np.ndarray) -> torch.Tensor:
     if t.device.type == "meta":
         shape = list(t.shape)
@@ -152,15 +179,11 @@ def _apply(model, graph: StructureGraph, plan: Plan, snap: Snapshot, edit: Edit)
             raise VerificationError(f"tensor '{name}' of the graph is not in the model")
         mod, attr, is_param = owners[name][0]
         t = (mod._parameters if is_param else mod._buffers)[attr]
-        new = t
+        new = slice_tensor(t, dims, name)
         mask = masks.get(name) if masks else None
-        for dim, pos in sorted(dims.items()):
-            keep = np.setdiff1d(np.arange(new.shape[dim]), pos)
-            if len(keep) == 0:
-                raise VerificationError(f"plan removes every channel of '{name}' dim {dim}")
-            new = _select(new, dim, keep)
-            if mask is not None:
-                mask = _select(mask, dim, keep)
+        if mask is not None:
+            mask = slice_tensor(mask, dims, name)
+        for dim, pos in dims.items():
             edit.removed.setdefault(name, {})[dim] = int(len(pos))
         _set_tensor(owners[name], new, snap)
         if mask is not None:

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from netsculpt.errors import InputError, VerificationError
+from netsculpt.core.errors import InputError, VerificationError
 from netsculpt.graph.capture import run_model
 from netsculpt.graph.channels import StructureGraph
 from netsculpt.surgery.attrs import Snapshot

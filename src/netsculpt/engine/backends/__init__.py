@@ -1,2 +1,2 @@
 """Backends apply a :class:`~netsculpt.core.plan.Plan`: to a model in memory, or to a folder of
-safetensors shards. Both slice with :func:`netsculpt.surgery.slicing.keep_indices`."""
+safetensors shards. Both cut tensors with :func:`netsculpt.surgery.slicing.slice_tensor`."""

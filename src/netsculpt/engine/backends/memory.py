@@ -1,9 +1,10 @@
 """The in-memory backend: applies a Plan to the user's own ``nn.Module`` through ``surgery``.
 
 Each action kind has an applier, ``fn(session, actions, **options) -> applied actions``;
-consecutive actions of one kind are applied together (one surgery call removes every planned
-channel group at once, as a graph-consistent edit). Ops register the appliers of their own
-action kinds with :func:`applier`; the two that prune needs live here.
+consecutive actions of one kind (and one ``step``, where actions carry it) are applied together
+(one surgery call removes every planned channel group at once, as a graph-consistent edit). Ops
+register the appliers of their own action kinds with :func:`applier`; the ones prune needs live
+here, the merge and depth ones in their own modules.
 
 :meth:`MemoryBackend.checkpoint` records the model's structure (classes, attributes, the
 parameter and buffer tensors, the edit log, the masks, a Hugging Face config) without copying
@@ -27,7 +28,7 @@ from netsculpt.core.plan import Action, Plan
 Applier = Callable[..., list[Action]]
 APPLIERS: dict[str, Applier] = {}
 # action kinds that leave the structure as it was (no re-export needed afterwards)
-KEEPS_STRUCTURE = {"zero_weights"}
+KEEPS_STRUCTURE = {"zero_weights", "recalibrate_bn"}
 _MODEL_STATE = ("_netsculpt_edits", "_netsculpt_masks")
 
 
@@ -46,7 +47,8 @@ class MemoryBackend:
 
     def apply(self, session: Any, plan: Plan, **options: Any) -> Plan:
         done = Plan(plan.op, [], dict(plan.config))
-        for kind, run in groupby(plan.actions, key=lambda a: a.kind):
+        # one run per kind and step: a plan made in steps (optimize) replays step by step
+        for (kind, _), run in groupby(plan.actions, key=lambda a: (a.kind, a.args.get("step"))):
             fn = APPLIERS.get(kind)
             if fn is None:
                 raise InputError(f"plan: no in-memory applier for action kind {kind!r}")
@@ -64,8 +66,9 @@ def checkpoint(model: nn.Module) -> Callable[[], None]:
 
     Saves, for every module reachable now, its class, its attribute dict (with copies of its
     parameter, buffer and child dicts), and each parameter's data tensor; plus copies of the
-    model's edit log and masks, and of a Hugging Face config's fields. Surgery replaces tensors
-    rather than writing into them, so references are enough: no weight is copied.
+    model's edit log and masks, and of a Hugging Face config's fields, and each parameter's
+    ``requires_grad`` flag. Surgery replaces tensors rather than writing into them, so
+    references are enough: no weight is copied.
     """
     saved = []
     for mod in model.modules():
@@ -73,7 +76,10 @@ def checkpoint(model: nn.Module) -> Callable[[], None]:
             k: (copy.copy(v) if isinstance(v, (list, dict, set)) else v)
             for k, v in vars(mod).items()
         }
-        params = {k: (p, p.data if p is not None else None) for k, p in mod._parameters.items()}
+        params = {
+            k: (p, p.data if p is not None else None, p is not None and p.requires_grad)
+            for k, p in mod._parameters.items()
+        }
         saved.append((mod, mod.__class__, attrs, params))
     config = getattr(model, "config", None)
     config_state = copy.deepcopy(vars(config)) if hasattr(config, "to_dict") else None
@@ -84,9 +90,10 @@ def checkpoint(model: nn.Module) -> Callable[[], None]:
             mod.__class__ = cls
             mod.__dict__.clear()
             mod.__dict__.update(attrs)
-            for p, data in params.values():
+            for p, data, grad in params.values():
                 if p is not None:
                     p.data = data
+                    p.requires_grad_(grad)
         for k in _MODEL_STATE:
             if k in extra:
                 setattr(model, k, extra[k])
@@ -120,6 +127,12 @@ def resolve_channels(session: Any, actions: list[Action]) -> dict[int, np.ndarra
     plan: dict[int, np.ndarray] = {}
     for i, a in enumerate(actions):
         g = _group(index, a, i)
+        size = a.args.get("size")
+        if size is not None and int(size) != g.size:
+            raise InputError(
+                f"plan remove_channels[{i}]: made for a group of {size} channels; this model's "
+                f"{g.describe()} has {g.size} (a plan applies to the architecture it was made for)"
+            )
         ch = np.asarray(a.args["channels"], dtype=np.int64)
         if ch.size and (ch.min() < 0 or ch.max() >= g.size):
             raise InputError(
@@ -147,14 +160,24 @@ def _group(index: dict, a: Action, i: int) -> Any:
 
 @applier("remove_channels")
 def _remove_channels(
-    session: Any, actions: list[Action], *, safe: bool = True, check: Any = None, **_: Any
+    session: Any,
+    actions: list[Action],
+    *,
+    safe: bool = True,
+    check: Any = None,
+    verify: bool = True,
+    **_: Any,
 ) -> list[Action]:
     """Remove every planned group at once; with ``safe``, groups whose removal breaks the
-    model are left out (the session gets a note for each) instead of failing the edit."""
+    model are left out (the session gets a note for each) instead of failing the edit.
+    ``verify=False``: shapes only, the model is not run (a meta model that cannot run)."""
     from netsculpt.surgery import remove_channels, remove_channels_safely
 
     graph = session.graph
     by_group = resolve_channels(session, actions)
+    if not verify:
+        remove_channels(session.model, graph, by_group)
+        return actions
     if not safe:
         remove_channels(session.model, graph, by_group, session.example_inputs, check=check)
         return actions
@@ -216,3 +239,7 @@ def _add_bias(session: Any, actions: list[Action], **_: Any) -> list[Action]:
         folds.append((a.args["module"], delta))
     add_to_bias(session.model, folds)
     return actions
+
+
+# the appliers of the other action kinds register themselves on import
+from netsculpt.engine.backends import depth_appliers, merge_appliers  # noqa: E402, F401

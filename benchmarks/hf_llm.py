@@ -9,11 +9,12 @@ For each model: perplexity and top-1 agreement with the dense model after removi
 layers by each criterion, after pruning 30% of heads + MLP channels with netsculpt, after
 Torch-Pruning's LLM example recipe at the same parameter count, and after 2:4 (Wanda); every
 structured row gets the same heal budget. Writes the ``transformers`` section of
-``benchmarks/RESULTS.md``, followed by ``benchmarks/transformers_extra.md`` (the MiniLM demo and
+``benchmarks/RESULTS.md``, followed by ``benchmarks/hf_llm_extra.md`` (the MiniLM demo and
 LLaMA-7B meta-device subsections, measured by other scripts).
 
-Run: ``.venv/bin/python benchmarks/transformers.py [--size small] [--steps 500] [--heal 30]
-[--jobs 2]``
+Run: ``.venv/bin/python benchmarks/hf_llm.py [--size small] [--steps 500] [--heal 30]
+[--jobs 2]``. Smallest setting (a smoke run, numbers meaningless): ``--size tiny --layers 4
+--steps 2 --heal 1 --no-write``.
 """
 
 from __future__ import annotations
@@ -21,30 +22,31 @@ from __future__ import annotations
 import argparse
 import copy
 import math
-import re
 import signal
 import sys
 import time
 import warnings
 from contextlib import contextmanager
-from importlib.metadata import version
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-# this file is named like the package it benchmarks: keep its folder off the import path
-sys.path = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).parent.resolve()]
+import torch
 
-import torch  # noqa: E402
+try:
+    from benchmarks._results import write_section
+except ImportError:  # run as a script from the repository root
+    from _results import write_section
 
 warnings.filterwarnings("ignore")
 SEQ, BATCH = 64, 16
 N_TEST, N_CALIB = 8, 4
-SIZES = {  # width, intermediate (LLaMA); both: 12 layers, 12 heads, LLaMA 4 KV heads
+SIZES = {  # width, intermediate (LLaMA); both: 12 layers (--layers), 12 heads, LLaMA 4 KV heads
     "tiny": (48, 128),  # smoke test
     "small": (192, 512),
     "full": (768, 2048),
 }
 HEAD_DIM = {w: w // 12 for w, _ in SIZES.values()}
-EXTRA = Path(__file__).with_name("transformers_extra.md")
+EXTRA = Path(__file__).with_name("hf_llm_extra.md")
 
 
 def corpus() -> tuple[torch.Tensor, torch.Tensor]:
@@ -96,15 +98,15 @@ def params(model) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def make(kind: str, size: str):
+def make(kind: str, size: str, layers: int = 12):
     import transformers as t
 
     width, inter = SIZES[size]
     if kind == "gpt2":
-        cfg = t.GPT2Config(vocab_size=256, n_embd=width, n_layer=12, n_head=12, n_positions=SEQ,
+        cfg = t.GPT2Config(vocab_size=256, n_embd=width, n_layer=layers, n_head=12, n_positions=SEQ,
                            bos_token_id=0, eos_token_id=0)  # fmt: skip
         return t.GPT2LMHeadModel(cfg)
-    cfg = t.LlamaConfig(vocab_size=256, hidden_size=width, num_hidden_layers=12,
+    cfg = t.LlamaConfig(vocab_size=256, hidden_size=width, num_hidden_layers=layers,
                         num_attention_heads=12, num_key_value_heads=4, intermediate_size=inter,
                         max_position_embeddings=SEQ, bos_token_id=0, eos_token_id=0)  # fmt: skip
     return t.LlamaForCausalLM(cfg)
@@ -212,7 +214,9 @@ def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
-def run(kind: str, size: str, steps: int, heal: int, heal_lr: float = 1e-3) -> list[str]:
+def run(
+    kind: str, size: str, steps: int, heal: int, heal_lr: float = 1e-3, layers: int = 12
+) -> list[str]:
 
     import netsculpt as ns
     import netsculpt.hf as nhf
@@ -221,7 +225,7 @@ def run(kind: str, size: str, steps: int, heal: int, heal_lr: float = 1e-3) -> l
     torch.set_num_threads(1)
     torch.manual_seed(0)
     tr, te = corpus()
-    model = make(kind, size)
+    model = make(kind, size, layers)
     t0 = time.perf_counter()
     train(model, batches(tr, steps, 0), 2e-3, warmup=steps // 10)
     train_s = time.perf_counter() - t0
@@ -281,8 +285,10 @@ def run(kind: str, size: str, steps: int, heal: int, heal_lr: float = 1e-3) -> l
         wall = time.perf_counter() - t0
         target = target or params(m)
         row(f"netsculpt prune 30% heads + MLP ({imp}, uniform) → {shape(m)}", m, "–", wall)
-    # the installed distribution's version: torch_pruning.__version__ still says 1.6.0 in 1.6.1
-    name = f"Torch-Pruning {version('torch-pruning')} LLM recipe, heads + MLP"
+    try:  # the installed distribution's version: torch_pruning.__version__ says 1.6.0 in 1.6.1
+        name = f"Torch-Pruning {version('torch-pruning')} LLM recipe, heads + MLP"
+    except PackageNotFoundError:  # the row below then reports the ImportError
+        name = "Torch-Pruning (not installed) LLM recipe, heads + MLP"
     signal.signal(signal.SIGALRM, _too_slow)
     signal.alarm(TP_LIMIT_S)
     try:
@@ -330,22 +336,15 @@ def _run_star(args: tuple) -> list[str]:
     return run(*args)
 
 
-def write(section: str) -> None:
-    path = Path(__file__).with_name("RESULTS.md")
-    text = path.read_text() if path.exists() else "# Benchmark results\n"
-    block = f"<!-- transformers:begin -->\n{section}\n<!-- transformers:end -->"
-    pat = re.compile(r"<!-- transformers:begin -->.*?<!-- transformers:end -->", re.S)
-    text = pat.sub(lambda _: block, text) if pat.search(text) else text.rstrip() + "\n\n" + block
-    path.write_text(text + ("" if text.endswith("\n") else "\n"))
-
-
 def main() -> None:
-    ap = argparse.ArgumentParser()
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size", choices=sorted(SIZES), default="small",
-                    help="small: width 192 (2 CPU cores); full: GPT-2-small's width 768")  # fmt: skip
+                    help="tiny: width 48 (smoke test); small: width 192 (2 CPU cores); "
+                         "full: GPT-2-small's width 768")  # fmt: skip
     ap.add_argument("--steps", type=int, default=500)
     ap.add_argument("--heal", type=int, default=30)
     ap.add_argument("--heal-lr", type=float, default=1e-3)
+    ap.add_argument("--layers", type=int, default=12, help="decoder layers of each model")
     ap.add_argument("--models", default="gpt2,llama")
     ap.add_argument("--jobs", type=int, default=1, help="models run in parallel (1 thread each)")
     ap.add_argument("--extra", type=Path, default=EXTRA, help="Markdown appended (demo, meta)")
@@ -353,7 +352,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(1)
     kinds = args.models.split(",")
-    jobs = [(k, args.size, args.steps, args.heal, args.heal_lr) for k in kinds]
+    jobs = [(k, args.size, args.steps, args.heal, args.heal_lr, args.layers) for k in kinds]
     t0 = time.perf_counter()
     if args.jobs > 1:
         import multiprocessing as mp
@@ -363,11 +362,12 @@ def main() -> None:
     else:
         parts = [run(*j) for j in jobs]
     total = time.perf_counter() - t0
+    layers = "" if args.layers == 12 else f" --layers {args.layers}"
     lines = [
         "## Hugging Face transformers (issue 6)",
         "",
-        f"Generated by `benchmarks/transformers.py --size {args.size} --steps {args.steps} "
-        f"--heal {args.heal} --heal-lr {args.heal_lr:g}` (CPU, 1 thread per model, {args.jobs} model(s) at a time, "
+        f"Generated by `benchmarks/hf_llm.py --size {args.size} --steps {args.steps} "
+        f"--heal {args.heal} --heal-lr {args.heal_lr:g}{layers}` (CPU, 1 thread per model, {args.jobs} model(s) at a time, "
         f"{total / 60:.0f} min in all on a shared 2-core machine, so wall times are indicative "
         f"only). Models trained from scratch on the byte-level stdlib docstring corpus "
         f"(vocab 256), 90/10 split; perplexity on {N_TEST} held-out batches of {BATCH}×{SEQ} "
@@ -385,7 +385,7 @@ def main() -> None:
         lines += ["", "", args.extra.read_text().rstrip()]
     section = "\n".join(lines) + "\n"
     if not args.no_write:
-        write(section)
+        write_section("transformers", section)
     print(section)
 
 
