@@ -163,3 +163,53 @@ def measure_after(report, before, model, example_inputs) -> None:
         after = Snapshot.of(model, example_inputs, latency=True)
     report.before = report.before.fill(before)
     report.after = report.after.fill(after)
+
+
+def check_model_output(output: str | None, model_arg: str, source: str | None) -> None:
+    """Before any work: a model that came from a Hugging Face folder goes out as one, so ``-o``
+    must be a new or empty folder other than the model's own."""
+    if output is None or source != "hf":
+        return
+    from netsculpt.hf.folders import check_hf_target, is_hf_folder
+
+    if is_hf_folder(model_arg):
+        check_hf_target(Path(model_arg), output)
+
+
+def save_model(model, output: str | None, model_arg: str, source: str | None) -> None:
+    """Write the result to ``-o`` in the form it came in: a Hugging Face folder (with its
+    tokenizer, generation config and sentence-transformers modules) when MODEL was one and its
+    config can describe the result, else a netsculpt folder (with a one-line note saying why).
+    Prints where it went."""
+    if output is None:
+        return
+    from netsculpt.io import save
+
+    hf_in = source == "hf" and _is_hf_folder(model_arg)
+    if hf_in:
+        from netsculpt.hf.config import hf_compatible
+        from netsculpt.hf.folders import save_hf_folder, sentence_transformers_modules
+
+        ok, why = hf_compatible(model)
+        if ok:
+            save_hf_folder(model, output, source=model_arg)
+            st = bool(sentence_transformers_modules(Path(model_arg)))
+            kind = "sentence-transformers" if st else "Hugging Face"
+            loader = "SentenceTransformer" if st else "from_pretrained"
+            print(f"saved to {output} ({kind} folder: {loader}({str(output)!r}) loads it)")
+            return
+        save(model, output, source=source)
+        print(
+            f"note: saved as a netsculpt folder (load it with netsculpt.load): {why[0]}, which "
+            "config.json cannot describe (--uniform keeps it a Hugging Face folder)"
+        )
+        print(f"saved to {output}")
+        return
+    save(model, output, source=source)
+    print(f"saved to {output}")
+
+
+def _is_hf_folder(path: str) -> bool:
+    from netsculpt.hf.folders import is_hf_folder
+
+    return is_hf_folder(path)

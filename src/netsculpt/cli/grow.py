@@ -7,10 +7,12 @@ import argparse
 from netsculpt.cli._common import (
     add_latency_argument,
     add_model_argument,
+    check_model_output,
     check_output,
     measure_after,
     measure_before,
     number,
+    save_model,
     write_report,
 )
 
@@ -41,11 +43,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from netsculpt import grow
     from netsculpt.data import load_dataset, make_loader
-    from netsculpt.io import resolve_model, save
+    from netsculpt.io import resolve_model
 
     check_output(args.output)
     check_output(args.report, suffixes=(".json", ".html"))
     model, example_inputs, source = resolve_model(args.model)
+    check_model_output(args.output, args.model, source)
     train = load_dataset(args.data, "train", args.seed) if args.data else None
     data = make_loader(train, 128, True, args.seed) if args.data else None
     where = args.where if args.where == "auto" else [n.strip() for n in args.where.split(",")]
@@ -69,6 +72,6 @@ def run(args: argparse.Namespace) -> int:
         )
     measure_after(report, before, model, example_inputs)
     print(report)
-    save(model, args.output, source=source)
+    save_model(model, args.output, args.model, source)
     write_report(report, args.report)
     return 0

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import argparse
 
-from netsculpt.cli._common import add_model_argument, check_output, number, write_report
+from netsculpt.cli._common import (
+    add_model_argument,
+    check_model_output,
+    check_output,
+    number,
+    save_model,
+    write_report,
+)
 
 NAME = "heal"
 HELP = (
@@ -38,11 +45,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from netsculpt.data import load_dataset, make_loader
     from netsculpt.heal import heal
-    from netsculpt.io import resolve_model, save
+    from netsculpt.io import resolve_model
 
     check_output(args.output)
     check_output(args.report, suffixes=(".json", ".html"))
     model, _, source = resolve_model(args.model)
+    check_model_output(args.output, args.model, source)
     teacher = resolve_model(args.teacher)[0] if args.teacher else None
     train = make_loader(
         load_dataset(args.data, "train", args.seed), args.batch_size, True, args.seed
@@ -65,6 +73,6 @@ def run(args: argparse.Namespace) -> int:
         task="lm" if args.data == "stdlib-text" else "classification",
     )
     print(report)
-    save(model, args.output, source=source)
+    save_model(model, args.output, args.model, source)
     write_report(report, args.report)
     return 0

@@ -7,10 +7,12 @@ import argparse
 from netsculpt.cli._common import (
     add_latency_argument,
     add_model_argument,
+    check_model_output,
     check_output,
     measure_after,
     measure_before,
     number,
+    save_model,
     write_report,
 )
 from netsculpt.core.errors import InputError
@@ -48,11 +50,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import netsculpt as ns
     from netsculpt.data import load_dataset
-    from netsculpt.io import resolve_model, save
+    from netsculpt.io import resolve_model
 
     check_output(args.output)
     check_output(args.report, suffixes=(".json", ".html"))
     model, example_inputs, source = resolve_model(args.model)
+    check_model_output(args.output, args.model, source)
     if example_inputs is None:
         raise InputError(
             f"{args.model}: no example inputs known for this model; use the Python API"
@@ -74,6 +77,6 @@ def run(args: argparse.Namespace) -> int:
         )
     measure_after(report, before, model, example_inputs)
     print(report)
-    save(model, args.output, source=source)
+    save_model(model, args.output, args.model, source)
     write_report(report, args.report)
     return 0

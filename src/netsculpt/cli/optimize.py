@@ -11,8 +11,10 @@ import argparse
 from netsculpt.cli._common import (
     add_model_argument,
     calibration,
+    check_model_output,
     check_output,
     load_model,
+    save_model,
     write_report,
 )
 
@@ -70,6 +72,7 @@ def run(args: argparse.Namespace) -> int:
     if args.report:
         check_output(args.report, suffixes=(".json", ".html"))
     model, example_inputs, source = load_model(args.model)
+    check_model_output(args.output, args.model, source)
     options = {key: getattr(args, flag) for flag, key in FLAGS.items()}
     options = {k: v for k, v in options.items() if v is not None}
     options.update(heal=not args.no_heal, cut=not args.no_cut, fold=not args.no_fold)
@@ -80,7 +83,6 @@ def run(args: argparse.Namespace) -> int:
     for note in report.notes:
         print(f"note: {note}")
     if args.output:
-        ns.save(model, args.output, source=source)
-        print(f"saved to {args.output}")
+        save_model(model, args.output, args.model, source)
     write_report(report, args.report)
     return 0

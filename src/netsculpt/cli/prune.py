@@ -16,11 +16,13 @@ from netsculpt.cli._common import (
     add_model_argument,
     calibration,
     check_folder,
+    check_model_output,
     check_output,
     config_overrides,
     load_model,
     measure_after,
     measure_before,
+    save_model,
     write_report,
 )
 
@@ -73,6 +75,7 @@ def run(args: argparse.Namespace) -> int:
     if args.report:
         check_output(args.report, suffixes=(".json", ".html"))
     model, example_inputs, source = load_model(args.model)
+    check_model_output(args.output, args.model, source)
     kw = config_overrides(args, STRUCTURED + UNSTRUCTURED + COMMON + ["targets", "uniform"])
     if args.keep_dead:
         kw["remove_dead"] = False
@@ -89,9 +92,7 @@ def run(args: argparse.Namespace) -> int:
     print(report)
     for note in report.notes:
         print(f"note: {note}")
-    if args.output:
-        ns.save(model, args.output, source=source)
-        print(f"saved to {args.output}")
+    save_model(model, args.output, args.model, source)
     write_report(report, args.report)
     return 0
 

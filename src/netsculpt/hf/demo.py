@@ -16,9 +16,7 @@ sentence-transformers folder (``SentenceTransformer(output)`` loads it).
 from __future__ import annotations
 
 import copy
-import json
 import re
-import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -198,29 +196,15 @@ def _run(drop, mlp, steps, lr, n_train, n_test, batch_size, max_len, val_fractio
                   layers_after=layer_sizes(model))  # fmt: skip
 
 
-ST_FILES = ("modules.json", "sentence_bert_config.json", "config_sentence_transformers.json")
-
-
 def save_sentence_transformer(model: nn.Module, tok: Any, directory: str | Path) -> Path:
-    """Write ``model`` + ``tok`` as a sentence-transformers folder (the bundled MiniLM's
-    modules: Transformer → mean Pooling → Normalize), loadable by
+    """Write ``model`` as a sentence-transformers folder with the bundled MiniLM's modules
+    (Transformer → mean Pooling → Normalize) and tokenizer, loadable by
     ``sentence_transformers.SentenceTransformer(directory)`` and by ``AutoModel``.
 
     The model must be HF-expressible (:func:`netsculpt.hf.config.hf_compatible`), as the
     demo's uniform pruning and layer cut keep it.
     """
-    from netsculpt.hf.io import minilm_path, save_pretrained
+    from netsculpt.hf.folders import save_hf_folder
+    from netsculpt.hf.io import minilm_path
 
-    out = Path(directory)
-    save_pretrained(model, out)
-    tok.save_pretrained(str(out))
-    src = minilm_path()
-    for name in ST_FILES:
-        if (src / name).is_file():
-            shutil.copy2(src / name, out / name)
-    pooling = json.loads((src / "1_Pooling" / "config.json").read_text())
-    pooling["word_embedding_dimension"] = int(model.config.hidden_size)
-    (out / "1_Pooling").mkdir(exist_ok=True)
-    (out / "1_Pooling" / "config.json").write_text(json.dumps(pooling, indent=2) + "\n")
-    (out / "2_Normalize").mkdir(exist_ok=True)
-    return out
+    return save_hf_folder(model, directory, source=minilm_path(), tokenizer=tok)
