@@ -97,3 +97,37 @@ def test_cli_export_checks_the_file(tmp_path, capsys):
     text = capsys.readouterr().out
     assert "dynamic batch" in text and "batch 16: max |diff|" in text and "ok" in text
     assert main(["export", "digits-mlp", str(tmp_path / "m.tflite")]) == 2
+
+
+@pytest.fixture(scope="module")
+def program_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("pt2") / "cnn.pt2"
+    assert main(["-q", "export", "digits-cnn", str(path)]) == 0
+    return path
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["analyze"],
+        ["prune", "--amount", "0.3", "-o", "{t}/p"],
+        ["merge", "-o", "{t}/m"],
+        ["heal", "--data", "digits-image", "--steps", "3", "-o", "{t}/h"],
+        ["evaluate", "--data", "digits-image"],
+        ["export", "{t}/again.onnx"],
+    ],
+)
+def test_a_pt2_is_the_model_of_every_command(program_file, tmp_path, capsys, argv):
+    argv = [a.replace("{t}", str(tmp_path)) for a in argv]
+    assert main(["-q", argv[0], str(program_file), *argv[1:]]) == 0
+    assert "error" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["cut", "grow", "optimize"])
+def test_depth_commands_refuse_a_pt2_in_one_line(program_file, tmp_path, capsys, command):
+    extra = {"cut": ["--count", "1"], "grow": [], "optimize": ["--target-macs", "0.5"]}[command]
+    argv = [command, str(program_file), *extra, "-o", str(tmp_path / "out")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "torch.export program" in err
+    assert not (tmp_path / "out").exists()

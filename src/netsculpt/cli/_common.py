@@ -18,6 +18,51 @@ def add_model_argument(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def data_names() -> str:
+    """The built-in data set names, for help texts."""
+    from netsculpt.data.datasets import DATASETS
+
+    return ", ".join(DATASETS)
+
+
+def add_data_argument(parser, purpose: str, *, required: bool = False) -> None:
+    """``--data NAME``: a built-in data set; the help names every one."""
+    parser.add_argument(
+        "--data", required=required, metavar="NAME", help=f"{purpose}: {data_names()}"
+    )
+
+
+def check_data(name: str | None, example_inputs: Any, model_arg: str) -> None:
+    """Refuse ``--data NAME`` whose samples do not fit the model's example input, naming the
+    built-in data sets that do."""
+    import torch
+
+    from netsculpt.data.datasets import DATASETS, SAMPLE_SHAPES
+
+    if name is None or name not in DATASETS or not isinstance(example_inputs, torch.Tensor):
+        return  # an unknown name is refused by load_dataset; dict inputs are checked later
+
+    def kind(t: torch.Tensor) -> str:
+        return "float" if t.is_floating_point() else "int"
+
+    want = (tuple(example_inputs.shape[1:]), kind(example_inputs))
+    if SAMPLE_SHAPES[name] == want:
+        return
+    fits = [n for n, shape in SAMPLE_SHAPES.items() if shape == want]
+    hint = f"use --data {' or --data '.join(fits)}" if fits else "no built-in data set fits it"
+    raise InputError(
+        f"--data {name} gives {SAMPLE_SHAPES[name][1]} samples of shape "
+        f"{SAMPLE_SHAPES[name][0]}, {model_arg} takes {want[1]} inputs of shape {want[0]}; {hint}"
+    )
+
+
+def add_seed_argument(parser, default: int | None = 0) -> None:
+    tail = f" (default {default})" if default is not None else ""
+    parser.add_argument(
+        "--seed", type=int, default=default, help=f"seed of every random choice{tail}"
+    )
+
+
 def load_model(name: str):
     from netsculpt.io import resolve_model
 
@@ -213,3 +258,14 @@ def _is_hf_folder(path: str) -> bool:
     from netsculpt.hf.folders import is_hf_folder
 
     return is_hf_folder(path)
+
+
+def refuse_program(model_arg: str, command: str) -> None:
+    """``cut`` / ``grow`` / ``optimize`` change which blocks run; a ``.pt2`` program is one flat
+    graph that reads every weight itself, with no blocks to remove or insert."""
+    if str(model_arg).endswith(".pt2"):
+        raise InputError(
+            f"{command} needs the model's blocks, and {model_arg} is a torch.export program (one "
+            f"flat graph); {command} the model it was exported from (a built-in name or a "
+            "netsculpt folder) and export the result"
+        )

@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 
 from netsculpt.cli._common import (
+    add_data_argument,
     add_model_argument,
     calibration,
+    check_data,
     check_output,
     load_model,
     write_report,
@@ -20,7 +22,7 @@ ORDER = 10
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_argument(parser)
     parser.add_argument("--importance", default="l2", help="group score (default l2)")
-    parser.add_argument("--data", help="calibration data (digits, mnist1d) for data scores")
+    add_data_argument(parser, "calibration data for data-driven scores")
     parser.add_argument("--blocks", action="store_true", help="also score each block")
     parser.add_argument(
         "--seed", type=int, default=0, help="seed of every random choice (default 0)"
@@ -42,6 +44,7 @@ def run(args: argparse.Namespace) -> int:
 
         check_file_target(args.plot, what="plot")
     model, example_inputs, _ = load_model(args.model)
+    check_data(args.data, example_inputs, args.model)
     data = calibration(args.data)
     report = ns.analyze(
         model,

@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 
 from netsculpt.cli._common import (
+    add_data_argument,
     add_latency_argument,
     add_model_argument,
+    check_data,
     check_model_output,
     check_output,
     measure_after,
@@ -39,8 +41,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="--neurons: cosine distance (default 0.01); --blocks: output similarity to keep "
         "(default 0.9)",
     )
+    add_data_argument(parser, "calibration data for --blocks (the example input if not given)")
     parser.add_argument(
-        "--data", help="calibration data for --blocks: a built-in data set (default: example input)"
+        "--ignore", nargs="*", default=[], help="modules no fold or merge touches: names or globs"
     )
     parser.add_argument("--no-folds", action="store_true", help="skip the exact folds")
     parser.add_argument("--report", help="also write the report to this .json or .html file")
@@ -55,6 +58,7 @@ def run(args: argparse.Namespace) -> int:
     check_output(args.output)
     check_output(args.report, suffixes=(".json", ".html"))
     model, example_inputs, source = resolve_model(args.model)
+    check_data(args.data, example_inputs, args.model)
     check_model_output(args.output, args.model, source)
     if example_inputs is None:
         raise InputError(
@@ -74,6 +78,7 @@ def run(args: argparse.Namespace) -> int:
             data=data,
             folds=not args.no_folds,
             seed=args.seed,
+            ignore=tuple(args.ignore),
         )
     measure_after(report, before, model, example_inputs)
     print(report)

@@ -12,9 +12,11 @@ import argparse
 
 from netsculpt.cli._common import (
     add_config_arguments,
+    add_data_argument,
     add_latency_argument,
     add_model_argument,
     calibration,
+    check_data,
     check_folder,
     check_model_output,
     check_output,
@@ -60,7 +62,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="MODEL is an HF safetensors folder: prune it shard by shard into -o (l1/l2 only)",
     )
     h.add_argument("--max-shard-size", help="re-pack the output shards, e.g. 5GB")
-    parser.add_argument("--data", help="calibration data for taylor / activation (digits, ...)")
+    add_data_argument(parser, "calibration data for taylor / activation")
     parser.add_argument("--ignore", nargs="*", default=[], help="module name patterns to keep")
     parser.add_argument("--report", help="also write the report to this .json or .html file")
     add_latency_argument(parser)
@@ -75,6 +77,7 @@ def run(args: argparse.Namespace) -> int:
     if args.report:
         check_output(args.report, suffixes=(".json", ".html"))
     model, example_inputs, source = load_model(args.model)
+    check_data(args.data, example_inputs, args.model)
     check_model_output(args.output, args.model, source)
     kw = config_overrides(args, STRUCTURED + UNSTRUCTURED + COMMON + ["targets", "uniform"])
     if args.keep_dead:

@@ -230,7 +230,8 @@ class Bar:
         elapsed = time.perf_counter() - self.start
         if self._live is not None:
             self._live.remove_task(self._task)
-        if elapsed >= _min_seconds() or self.level >= VERBOSE:
+        # a failure is the error message's to tell (one line); -v still shows the step's end
+        if (elapsed >= _min_seconds() and not failed) or self.level >= VERBOSE:
             count = f", {self._count()}" if self.done else ""
             _done(self.label, elapsed, count + (f" {self.info}" if self.info else ""), failed)
         if self._live is not None:
@@ -292,7 +293,7 @@ def step(label: str, *, enabled: bool = True) -> Iterator[None]:
         elapsed = time.perf_counter() - start
         if live is not None:
             live.remove_task(task)
-        if elapsed >= _min_seconds() or lvl >= VERBOSE:
+        if (elapsed >= _min_seconds() and not failed) or lvl >= VERBOSE:
             _done(label, elapsed, failed=failed)
         if live is not None:
             _release()

@@ -145,7 +145,9 @@ def _check(
     if loss not in LOSSES:
         raise InputError(f"heal: loss={loss!r} is not one of {', '.join(LOSSES)}")
     if loss != "task" and teacher is None:
-        raise InputError(f"heal: loss={loss!r} needs teacher= (e.g. a copy of the original model)")
+        raise InputError(
+            f"heal: loss={loss!r} needs teacher model: pass teacher= (e.g. a copy of the original)"
+        )
     if hidden and teacher is None:
         raise InputError("heal: hidden=True matches hidden states of a teacher; pass teacher=")
     if task == "embedding" and loss != "kd":
