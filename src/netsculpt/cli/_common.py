@@ -228,6 +228,13 @@ def save_model(model, output: str | None, model_arg: str, source: str | None) ->
     Prints where it went."""
     if output is None:
         return
+    from netsculpt.core import progress
+
+    with progress.step(f"save {output}"):
+        _save_model(model, output, model_arg, source)
+
+
+def _save_model(model, output: str, model_arg: str, source: str | None) -> None:
     from netsculpt.io import save
 
     hf_in = source == "hf" and _is_hf_folder(model_arg)
@@ -269,3 +276,8 @@ def refuse_program(model_arg: str, command: str) -> None:
             f"flat graph); {command} the model it was exported from (a built-in name or a "
             "netsculpt folder) and export the result"
         )
+
+
+def short_name(model_arg: str) -> str:
+    """A MODEL argument as progress lines name it: a path by its last part."""
+    return Path(str(model_arg)).name or str(model_arg)

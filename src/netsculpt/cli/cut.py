@@ -18,6 +18,9 @@ from netsculpt.cli._common import (
     save_model,
     write_report,
 )
+from netsculpt.cli._common import (
+    short_name as _short,
+)
 
 NAME = "cut"
 HELP = "Remove whole blocks / layers whose measured effect on the output is small (剪切)."
@@ -90,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
     from netsculpt.core import progress
 
     before = measure_before(args, model, example_inputs)
-    with progress.step(f"cut {args.model}"):
+    with progress.step(f"cut {_short(args.model)}"):
         report = cut(
             model,
             example_inputs,

@@ -18,6 +18,9 @@ from netsculpt.cli._common import (
     save_model,
     write_report,
 )
+from netsculpt.cli._common import (
+    short_name as _short,
+)
 
 NAME = "grow"
 HELP = "Insert layers or widen them where the effect is large, function-preserving (增加层)."
@@ -79,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
     from netsculpt.core import progress
 
     before = measure_before(args, model, example_inputs)
-    with progress.step(f"grow {args.model}"):
+    with progress.step(f"grow {_short(args.model)}"):
         report = grow(
             model,
             example_inputs,

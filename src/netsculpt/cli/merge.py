@@ -17,6 +17,9 @@ from netsculpt.cli._common import (
     save_model,
     write_report,
 )
+from netsculpt.cli._common import (
+    short_name as _short,
+)
 from netsculpt.core.errors import InputError
 
 NAME = "merge"
@@ -68,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
     from netsculpt.core import progress
 
     before = measure_before(args, model, example_inputs)
-    with progress.step(f"merge {args.model}"):
+    with progress.step(f"merge {_short(args.model)}"):
         report = ns.merge(
             model,
             example_inputs,

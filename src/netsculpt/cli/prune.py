@@ -27,6 +27,9 @@ from netsculpt.cli._common import (
     save_model,
     write_report,
 )
+from netsculpt.cli._common import (
+    short_name as _short,
+)
 
 NAME = "prune"
 HELP = "Remove channels, neurons and heads (structured) or zero weights (unstructured)."
@@ -89,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
     from netsculpt.core import progress
 
     before = measure_before(args, model, example_inputs)
-    with progress.step(f"prune {args.model}"):
+    with progress.step(f"prune {_short(args.model)}"):
         report = ns.prune(model, example_inputs, data=calibration(args.data), **kw)
     measure_after(report, before, model, example_inputs)
     print(report)

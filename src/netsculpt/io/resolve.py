@@ -34,7 +34,10 @@ def resolve_model(name_or_path: str) -> tuple[nn.Module, Any, str | None]:
         return build_builtin(name), builtin_example(name), f"builtin:{name}"
     path = Path(name)
     if path.exists():
-        return _from_path(path)
+        from netsculpt.core import progress
+
+        with progress.step(f"load {path.name or path}"):
+            return _from_path(path)
     from netsculpt.io.outputs import interrupted_message
 
     left = interrupted_message(path)  # a save folder whose save was killed mid-swap
