@@ -6,7 +6,7 @@ PIP    := $(PY) -m pip
 # torch and torchvision are pinned as a pair: this pair installs from the local wheel cache.
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: install install-test demo test test-keras-tf lint format bench clean
+.PHONY: install install-test demo demo-minilm screenshots test test-keras-tf lint format bench clean
 
 $(VENV)/.base: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -37,6 +37,20 @@ install-test: $(VENV)/.test
 
 demo: $(VENV)/.base
 	$(VENV)/bin/netsculpt demo
+
+# The MiniLM demo (about two minutes on two cores), saved as a sentence-transformers folder.
+demo-minilm: $(VENV)/.base
+	$(VENV)/bin/netsculpt demo --model minilm -o out/minilm
+
+# The report pages of `make demo` (and of analyze) rendered in headless Chromium into docs/img/.
+# Needs chromium: apt-get update && apt-get install -y chromium
+screenshots: $(VENV)/.base
+	$(VENV)/bin/netsculpt demo -o out/demo
+	$(VENV)/bin/netsculpt analyze digits-cnn --data digits-image --blocks \
+		--report out/demo/analyze.html > /dev/null
+	$(PY) docs/screenshots.py \
+		out/demo/digits-cnn/report.html:docs/img/report-run.png \
+		out/demo/analyze.html:docs/img/report-analyze.png
 
 test: $(VENV)/.test
 	$(VENV)/bin/ruff check src tests benchmarks examples

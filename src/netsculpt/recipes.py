@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import copy
 import inspect
-import sys
 import types
 import typing
 from collections.abc import Callable
@@ -32,6 +31,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 from torch import nn
 
+from netsculpt.core import progress as _progress
 from netsculpt.core.errors import InputError, NetsculptError
 from netsculpt.report import Report, Snapshot, layer_sizes
 
@@ -330,6 +330,19 @@ class _Runner:
         return Report(op="evaluate", config=config, before=snap, after=snap, details=res)
 
 
+def _measure_from_first_evaluation(report: Report, reports: list[Report]) -> None:
+    """The total's metric starts at the first evaluation before any structural op, not at a
+    train step's random init (``train`` → ``evaluate`` → ``prune`` → ... reads 0.96 → 0.95,
+    not 0.11 → 0.95)."""
+    for r in reports:
+        if r.op in STRUCTURE_OPS:
+            return
+        if r.op == "evaluate" and r.after.metric is not None:
+            report.before.metric = r.after.metric
+            report.before.metric_name = r.after.metric_name
+            return
+
+
 def _param_names(fn: Callable[..., Any]) -> set[str]:
     try:
         return set(inspect.signature(fn).parameters)
@@ -365,13 +378,14 @@ def run(
     reports: list[Report] = []
     for i, step in enumerate(parsed.steps):
         ((name, options),) = step.items()
-        if progress:
-            print(f"netsculpt run: step {i + 1}/{len(parsed.steps)}: {name}", file=sys.stderr)
+        label = f"run: step {i + 1}/{len(parsed.steps)} {name}"
         try:
-            reports.append(runner.step(i, name, options or {}, progress))
+            with _progress.step(label, enabled=progress):
+                reports.append(runner.step(i, name, options or {}, progress))
         except NetsculptError as e:
             raise type(e)(f"recipe steps[{i}] {name}: {e}") from e
     report = Report.combine(reports, op="run", config=parsed.model_dump())
+    _measure_from_first_evaluation(report, reports)
     report.layers_before, report.layers_after = layers_before, layer_sizes(runner.model)
     out = output or parsed.output
     if out is not None:

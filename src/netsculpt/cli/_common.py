@@ -18,6 +18,51 @@ def add_model_argument(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def data_names() -> str:
+    """The built-in data set names, for help texts."""
+    from netsculpt.data.datasets import DATASETS
+
+    return ", ".join(DATASETS)
+
+
+def add_data_argument(parser, purpose: str, *, required: bool = False) -> None:
+    """``--data NAME``: a built-in data set; the help names every one."""
+    parser.add_argument(
+        "--data", required=required, metavar="NAME", help=f"{purpose}: {data_names()}"
+    )
+
+
+def check_data(name: str | None, example_inputs: Any, model_arg: str) -> None:
+    """Refuse ``--data NAME`` whose samples do not fit the model's example input, naming the
+    built-in data sets that do."""
+    import torch
+
+    from netsculpt.data.datasets import DATASETS, SAMPLE_SHAPES
+
+    if name is None or name not in DATASETS or not isinstance(example_inputs, torch.Tensor):
+        return  # an unknown name is refused by load_dataset; dict inputs are checked later
+
+    def kind(t: torch.Tensor) -> str:
+        return "float" if t.is_floating_point() else "int"
+
+    want = (tuple(example_inputs.shape[1:]), kind(example_inputs))
+    if SAMPLE_SHAPES[name] == want:
+        return
+    fits = [n for n, shape in SAMPLE_SHAPES.items() if shape == want]
+    hint = f"use --data {' or --data '.join(fits)}" if fits else "no built-in data set fits it"
+    raise InputError(
+        f"--data {name} gives {SAMPLE_SHAPES[name][1]} samples of shape "
+        f"{SAMPLE_SHAPES[name][0]}, {model_arg} takes {want[1]} inputs of shape {want[0]}; {hint}"
+    )
+
+
+def add_seed_argument(parser, default: int | None = 0) -> None:
+    tail = f" (default {default})" if default is not None else ""
+    parser.add_argument(
+        "--seed", type=int, default=default, help=f"seed of every random choice{tail}"
+    )
+
+
 def load_model(name: str):
     from netsculpt.io import resolve_model
 
@@ -130,3 +175,109 @@ def add_config_arguments(parser, op: str, names: list[str], group_titles=None) -
 def config_overrides(args, names: list[str]) -> dict[str, Any]:
     """The config fields the user set on the command line (unset flags are left out)."""
     return {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
+
+
+def add_latency_argument(parser: argparse.ArgumentParser) -> None:
+    """``--latency``: time the model before and after the op (the report's latency column)."""
+    parser.add_argument(
+        "--latency",
+        action="store_true",
+        help="measure CPU latency before and after (median of 10 forward passes, 2 threads)",
+    )
+
+
+def measure_before(args, model, example_inputs):
+    """With ``--latency``: the model's Snapshot (params, MACs, latency, size) before the op."""
+    if not getattr(args, "latency", False):
+        return None
+    from netsculpt.core import progress
+    from netsculpt.report import Snapshot
+
+    with progress.step("latency before"):
+        return Snapshot.of(model, example_inputs, latency=True)
+
+
+def measure_after(report, before, model, example_inputs) -> None:
+    """Fill the report's unmeasured fields (latency, size) from ``before`` and a new Snapshot."""
+    if before is None:
+        return
+    from netsculpt.core import progress
+    from netsculpt.report import Snapshot
+
+    with progress.step("latency after"):
+        after = Snapshot.of(model, example_inputs, latency=True)
+    report.before = report.before.fill(before)
+    report.after = report.after.fill(after)
+
+
+def check_model_output(output: str | None, model_arg: str, source: str | None) -> None:
+    """Before any work: a model that came from a Hugging Face folder goes out as one, so ``-o``
+    must be a new or empty folder other than the model's own."""
+    if output is None or source != "hf":
+        return
+    from netsculpt.hf.folders import check_hf_target, is_hf_folder
+
+    if is_hf_folder(model_arg):
+        check_hf_target(Path(model_arg), output)
+
+
+def save_model(model, output: str | None, model_arg: str, source: str | None) -> None:
+    """Write the result to ``-o`` in the form it came in: a Hugging Face folder (with its
+    tokenizer, generation config and sentence-transformers modules) when MODEL was one and its
+    config can describe the result, else a netsculpt folder (with a one-line note saying why).
+    Prints where it went."""
+    if output is None:
+        return
+    from netsculpt.core import progress
+
+    with progress.step(f"save {output}"):
+        _save_model(model, output, model_arg, source)
+
+
+def _save_model(model, output: str, model_arg: str, source: str | None) -> None:
+    from netsculpt.io import save
+
+    hf_in = source == "hf" and _is_hf_folder(model_arg)
+    if hf_in:
+        from netsculpt.hf.config import hf_compatible
+        from netsculpt.hf.folders import save_hf_folder, sentence_transformers_modules
+
+        ok, why = hf_compatible(model)
+        if ok:
+            save_hf_folder(model, output, source=model_arg)
+            st = bool(sentence_transformers_modules(Path(model_arg)))
+            kind = "sentence-transformers" if st else "Hugging Face"
+            loader = "SentenceTransformer" if st else "from_pretrained"
+            print(f"saved to {output} ({kind} folder: {loader}({str(output)!r}) loads it)")
+            return
+        save(model, output, source=source)
+        print(
+            f"note: saved as a netsculpt folder (load it with netsculpt.load): {why[0]}, which "
+            "config.json cannot describe (--uniform keeps it a Hugging Face folder)"
+        )
+        print(f"saved to {output}")
+        return
+    save(model, output, source=source)
+    print(f"saved to {output}")
+
+
+def _is_hf_folder(path: str) -> bool:
+    from netsculpt.hf.folders import is_hf_folder
+
+    return is_hf_folder(path)
+
+
+def refuse_program(model_arg: str, command: str) -> None:
+    """``cut`` / ``grow`` / ``optimize`` change which blocks run; a ``.pt2`` program is one flat
+    graph that reads every weight itself, with no blocks to remove or insert."""
+    if str(model_arg).endswith(".pt2"):
+        raise InputError(
+            f"{command} needs the model's blocks, and {model_arg} is a torch.export program (one "
+            f"flat graph); {command} the model it was exported from (a built-in name or a "
+            "netsculpt folder) and export the result"
+        )
+
+
+def short_name(model_arg: str) -> str:
+    """A MODEL argument as progress lines name it: a path by its last part."""
+    return Path(str(model_arg)).name or str(model_arg)

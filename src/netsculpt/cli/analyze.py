@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 
 from netsculpt.cli._common import (
+    add_data_argument,
     add_model_argument,
     calibration,
+    check_data,
     check_output,
     load_model,
     write_report,
@@ -20,7 +22,7 @@ ORDER = 10
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_argument(parser)
     parser.add_argument("--importance", default="l2", help="group score (default l2)")
-    parser.add_argument("--data", help="calibration data (digits, mnist1d) for data scores")
+    add_data_argument(parser, "calibration data for data-driven scores")
     parser.add_argument("--blocks", action="store_true", help="also score each block")
     parser.add_argument(
         "--seed", type=int, default=0, help="seed of every random choice (default 0)"
@@ -32,9 +34,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from rich.console import Console
-    from rich.table import Table
 
     import netsculpt as ns
+    from netsculpt.report.console import groups_table
 
     check_output(args.report, suffixes=(".json", ".html"))
     if args.plot:
@@ -42,6 +44,7 @@ def run(args: argparse.Namespace) -> int:
 
         check_file_target(args.plot, what="plot")
     model, example_inputs, _ = load_model(args.model)
+    check_data(args.data, example_inputs, args.model)
     data = calibration(args.data)
     report = ns.analyze(
         model,
@@ -52,25 +55,9 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
     )
     console = Console()
-    table = Table(title=f"channel groups of {args.model}")
-    for col in ("group", "kind", "size", "prunable", "coupled modules", f"{args.importance}"):
-        table.add_column(col)
+    title = f"channel groups of {args.model}"
+    console.print(groups_table(report.details["groups"], args.importance, title, args.all))
     rows = report.details["groups"]
-    for r in rows:
-        if not r["prunable"] and not args.all:
-            continue
-        mods = r["coupled"]
-        coupled = ", ".join(mods[:3]) + (f" +{len(mods) - 3}" if len(mods) > 3 else "")
-        score = r.get(f"{args.importance}_mean")
-        table.add_row(
-            str(r["group"]),
-            r["kind"],
-            str(r["size"]),
-            "yes" if r["prunable"] else f"no: {r['why_protected']}",
-            coupled,
-            "–" if score is None else f"{score:.4g}",
-        )
-    console.print(table)
     n_prot = sum(not r["prunable"] for r in rows)
     console.print(
         f"{len(rows) - n_prot} prunable groups, {n_prot} protected "
@@ -84,31 +71,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _blocks(console, rows, plot) -> None:
-    from rich.table import Table
+    from netsculpt.report.console import blocks_table
 
-    crit = (
-        [
-            k
-            for k in rows[0]
-            if k
-            not in ("block", "kind", "params", "macs", "in_shape", "out_shape", "removable", "how")
-        ]
-        if rows
-        else []
-    )
-    table = Table(title="blocks")
-    for col in ["block", "kind", "params", "MACs", *crit, "removal"]:
-        table.add_column(col)
-    for r in rows:
-        table.add_row(
-            r["block"],
-            r["kind"],
-            f"{r['params']:,}",
-            f"{r['macs']:,}",
-            *[f"{r[c]:.4g}" if isinstance(r[c], float) else str(r[c]) for c in crit],
-            str(r["how"]),
-        )
-    console.print(table)
+    console.print(blocks_table(rows, console.width))
     if plot and rows:
         from netsculpt.importance.blocks import plot_block_scores
 

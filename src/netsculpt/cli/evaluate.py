@@ -5,7 +5,13 @@ from __future__ import annotations
 import argparse
 import json
 
-from netsculpt.cli._common import add_model_argument, write_text
+from netsculpt.cli._common import (
+    add_data_argument,
+    add_model_argument,
+    add_seed_argument,
+    check_data,
+    write_text,
+)
 
 NAME = "evaluate"
 HELP = (
@@ -17,16 +23,29 @@ ORDER = 70
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_argument(parser)
-    parser.add_argument("--data", required=True, help="built-in data set (digits, mnist1d, ...)")
+    add_data_argument(parser, "evaluation data", required=True)
     parser.add_argument(
         "--metric",
         choices=("accuracy", "loss", "perplexity", "fidelity"),
-        help="default: perplexity for stdlib-text, else accuracy",
+        help="accuracy, loss, perplexity or fidelity (default: perplexity for stdlib-text, "
+        "else accuracy)",
     )
     parser.add_argument("--reference", help="model to compare embeddings with (--metric fidelity)")
-    parser.add_argument("--split", default="test", choices=("train", "val", "test"))
+    parser.add_argument(
+        "--split",
+        default="test",
+        choices=("train", "val", "test"),
+        help="which split of --data: train, val or test (default)",
+    )
+    add_seed_argument(parser)
     parser.add_argument("--latency", action="store_true", help="also time CPU latency")
-    parser.add_argument("--json", help="write the results to this JSON file")
+    parser.add_argument(
+        "--report",
+        "--json",
+        dest="json",
+        metavar="FILE",
+        help="also write the results to this .json file",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -43,9 +62,10 @@ def run(args: argparse.Namespace) -> int:
 
         check_file_target(args.json, what="--json")
     model, example_inputs, _ = resolve_model(args.model)
+    check_data(args.data, example_inputs, args.model)
     reference = resolve_model(args.reference)[0] if args.reference else None
     metric = args.metric or ("perplexity" if args.data == "stdlib-text" else "accuracy")
-    data = make_loader(load_dataset(args.data, args.split), 64)
+    data = make_loader(load_dataset(args.data, args.split, args.seed), 64)
     res = evaluate(
         model,
         data,

@@ -20,10 +20,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-o", "--output", required=True, help="folder to save the merged model")
     parser.add_argument("--base", help="the shared starting model (θ0) for task_arithmetic / ties")
     parser.add_argument(
-        "--method", default="average", choices=("average", "task_arithmetic", "ties")
+        "--method",
+        default="average",
+        choices=("average", "task_arithmetic", "ties"),
+        help="average (default) of the weights; task_arithmetic or ties: merge task vectors "
+        "from --base",
     )
     parser.add_argument("--lam", type=number, default=1.0, help="scale of the merged task vector")
-    parser.add_argument("--trim", type=number, default=0.2, help="TIES: fraction of each kept")
+    parser.add_argument(
+        "--trim",
+        type=number,
+        default=0.2,
+        help="TIES: the fraction of each task vector kept (default 0.2)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:

@@ -11,8 +11,13 @@ import argparse
 from netsculpt.cli._common import (
     add_model_argument,
     calibration,
+    check_data,
+    check_model_output,
     check_output,
+    data_names,
     load_model,
+    refuse_program,
+    save_model,
     write_report,
 )
 
@@ -25,7 +30,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_argument(parser)
     parser.add_argument("-o", "--output", help="folder to save the optimized model")
     parser.add_argument(
-        "--data", help="calibration / held-out / healing data (digits, mnist1d, ...)"
+        "--data",
+        metavar="NAME",
+        help=f"calibration / held-out / healing data: {data_names()}",
     )
     t = parser.add_argument_group("targets (≤ 1: a fraction of the original; > 1: absolute)")
     t.add_argument("--target-latency", type=float, help="latency budget (fraction, or ms)")
@@ -33,7 +40,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     t.add_argument("--target-params", type=float, help="params budget (fraction, or a count)")
     q = parser.add_argument_group("quality and search")
     q.add_argument("--max-drop", type=float, help="largest allowed drop of --metric (held out)")
-    q.add_argument("--metric", choices=("auto", "accuracy", "loss", "kl"), default=None)
+    q.add_argument(
+        "--metric",
+        choices=("auto", "accuracy", "loss", "kl"),
+        default=None,
+        help="quality measure for --max-drop: auto (default), accuracy, loss, kl",
+    )
     q.add_argument("--time-budget", type=float, help="seconds; then the best plan so far")
     q.add_argument("--seed", type=int, help="seed of every random choice")
     q.add_argument("--step", type=float, help="cost saved per step (fraction of the original)")
@@ -69,7 +81,10 @@ def run(args: argparse.Namespace) -> int:
     check_output(args.output)
     if args.report:
         check_output(args.report, suffixes=(".json", ".html"))
+    refuse_program(args.model, "optimize")
     model, example_inputs, source = load_model(args.model)
+    check_data(args.data, example_inputs, args.model)
+    check_model_output(args.output, args.model, source)
     options = {key: getattr(args, flag) for flag, key in FLAGS.items()}
     options = {k: v for k, v in options.items() if v is not None}
     options.update(heal=not args.no_heal, cut=not args.no_cut, fold=not args.no_fold)
@@ -80,7 +95,6 @@ def run(args: argparse.Namespace) -> int:
     for note in report.notes:
         print(f"note: {note}")
     if args.output:
-        ns.save(model, args.output, source=source)
-        print(f"saved to {args.output}")
+        save_model(model, args.output, args.model, source)
     write_report(report, args.report)
     return 0

@@ -12,13 +12,23 @@ import argparse
 
 from netsculpt.cli._common import (
     add_config_arguments,
+    add_data_argument,
+    add_latency_argument,
     add_model_argument,
     calibration,
+    check_data,
     check_folder,
+    check_model_output,
     check_output,
     config_overrides,
     load_model,
+    measure_after,
+    measure_before,
+    save_model,
     write_report,
+)
+from netsculpt.cli._common import (
+    short_name as _short,
 )
 
 NAME = "prune"
@@ -55,9 +65,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="MODEL is an HF safetensors folder: prune it shard by shard into -o (l1/l2 only)",
     )
     h.add_argument("--max-shard-size", help="re-pack the output shards, e.g. 5GB")
-    parser.add_argument("--data", help="calibration data for taylor / activation (digits, ...)")
+    add_data_argument(parser, "calibration data for taylor / activation")
     parser.add_argument("--ignore", nargs="*", default=[], help="module name patterns to keep")
     parser.add_argument("--report", help="also write the report to this .json or .html file")
+    add_latency_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -69,6 +80,8 @@ def run(args: argparse.Namespace) -> int:
     if args.report:
         check_output(args.report, suffixes=(".json", ".html"))
     model, example_inputs, source = load_model(args.model)
+    check_data(args.data, example_inputs, args.model)
+    check_model_output(args.output, args.model, source)
     kw = config_overrides(args, STRUCTURED + UNSTRUCTURED + COMMON + ["targets", "uniform"])
     if args.keep_dead:
         kw["remove_dead"] = False
@@ -76,13 +89,16 @@ def run(args: argparse.Namespace) -> int:
         kw["ignore"] = args.ignore
     if source == "hf" and _structured(args):
         kw.update(_hf_defaults(args))
-    report = ns.prune(model, example_inputs, data=calibration(args.data), **kw)
+    from netsculpt.core import progress
+
+    before = measure_before(args, model, example_inputs)
+    with progress.step(f"prune {_short(args.model)}"):
+        report = ns.prune(model, example_inputs, data=calibration(args.data), **kw)
+    measure_after(report, before, model, example_inputs)
     print(report)
     for note in report.notes:
         print(f"note: {note}")
-    if args.output:
-        ns.save(model, args.output, source=source)
-        print(f"saved to {args.output}")
+    save_model(model, args.output, args.model, source)
     write_report(report, args.report)
     return 0
 

@@ -22,9 +22,16 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from netsculpt.core.errors import InputError
 
-DATASETS = ("digits", "digits-image", "mnist1d", "stdlib-text")
 SPLITS = ("train", "val", "test")
 TEXT_BLOCK = 64  # tokens per stdlib-text window
+DATASETS = ("digits", "digits-image", "mnist1d", "stdlib-text")
+# the shape and kind of one input sample of each (tests check them against load_dataset)
+SAMPLE_SHAPES = {
+    "digits": ((64,), "float"),
+    "digits-image": ((1, 8, 8), "float"),
+    "mnist1d": ((40,), "float"),
+    "stdlib-text": ((TEXT_BLOCK,), "int"),
+}
 
 
 def cache_dir() -> Path:

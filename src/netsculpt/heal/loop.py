@@ -12,6 +12,7 @@ from torch.utils.data import DataLoader
 
 from netsculpt.calibration.batches import run as forward
 from netsculpt.calibration.batches import split_batch, to_device
+from netsculpt.core import progress as _progress
 from netsculpt.core.errors import InputError
 from netsculpt.heal.data import make_loaders
 from netsculpt.heal.losses import capture_hidden, hidden_loss, hidden_names, kd_loss
@@ -144,7 +145,9 @@ def _check(
     if loss not in LOSSES:
         raise InputError(f"heal: loss={loss!r} is not one of {', '.join(LOSSES)}")
     if loss != "task" and teacher is None:
-        raise InputError(f"heal: loss={loss!r} needs teacher= (e.g. a copy of the original model)")
+        raise InputError(
+            f"heal: loss={loss!r} needs teacher model: pass teacher= (e.g. a copy of the original)"
+        )
     if hidden and teacher is None:
         raise InputError("heal: hidden=True matches hidden states of a teacher; pass teacher=")
     if task == "embedding" and loss != "kd":
@@ -239,8 +242,6 @@ def _validate(net, teacher, val, opts, device) -> tuple[float, float | None]:
 
 def _train(net, model, teacher, train, val, opts, masks, hidden, **kw) -> dict[str, Any]:
     """The loop. ``net`` is what trains (``model`` or its LoRA wrapper); returns the findings."""
-    from tqdm import tqdm
-
     params = [p for p in net.parameters() if p.requires_grad]
     if not params:
         raise InputError("heal: no trainable parameters (every parameter has requires_grad=False)")
@@ -300,48 +301,51 @@ def _train(net, model, teacher, train, val, opts, masks, hidden, **kw) -> dict[s
         state["early"] = kw["patience"] is not None and state["bad"] >= kw["patience"]
         return state["early"]
 
-    bar = tqdm(total=total, desc="heal", disable=not (kw["progress"] and main), leave=False)
-    stop = False
-    while epoch < epochs and not stop:
-        seen_batch = False
-        for batch in train:
-            seen_batch = True
-            net.train()
-            inputs, target = split_batch(to_device(batch, device))
-            ctx = capture_hidden(model, teacher, names) if names else nullcontext(None)
-            with ctx as seen:
-                out = forward(net, inputs)
-                with torch.no_grad():
-                    t_out = forward(teacher, inputs) if teacher is not None else None
-                loss = _objective(out, t_out, inputs, target, opts, seen)
-                if kw["penalty"] is not None:
-                    loss = loss + kw["penalty"]()
-            if acc is not None:
-                acc.backward(loss)
-            else:
-                loss.backward()
-            if kw["max_grad_norm"]:  # accelerate's version unscales fp16 gradients first
-                clip = acc.clip_grad_norm_ if acc is not None else torch.nn.utils.clip_grad_norm_
-                clip(params, kw["max_grad_norm"])
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-            _apply_masks(masks)  # zeros from unstructured pruning stay zero
-            step += 1
-            value = float(loss.detach())
-            running = value if running is None else 0.9 * running + 0.1 * value
-            bar.update(1)
-            bar.set_postfix(loss=f"{running:.4f}", val=_fmt(state.get("best_metric")))
-            stop = steps is not None and step >= steps
-            if val and eval_every and (step % eval_every == 0 or stop):
+    bar = _progress.Bar("heal", total, enabled=bool(kw["progress"] and main))
+    try:
+        stop = False
+        while epoch < epochs and not stop:
+            seen_batch = False
+            for batch in train:
+                seen_batch = True
+                net.train()
+                inputs, target = split_batch(to_device(batch, device))
+                ctx = capture_hidden(model, teacher, names) if names else nullcontext(None)
+                with ctx as seen:
+                    out = forward(net, inputs)
+                    with torch.no_grad():
+                        t_out = forward(teacher, inputs) if teacher is not None else None
+                    loss = _objective(out, t_out, inputs, target, opts, seen)
+                    if kw["penalty"] is not None:
+                        loss = loss + kw["penalty"]()
+                if acc is not None:
+                    acc.backward(loss)
+                else:
+                    loss.backward()
+                if kw["max_grad_norm"]:  # accelerate's version unscales fp16 gradients first
+                    clip = (
+                        acc.clip_grad_norm_ if acc is not None else torch.nn.utils.clip_grad_norm_
+                    )
+                    clip(params, kw["max_grad_norm"])
+                opt.step()
+                opt.zero_grad(set_to_none=True)
+                _apply_masks(masks)  # zeros from unstructured pruning stay zero
+                step += 1
+                value = float(loss.detach())
+                running = value if running is None else 0.9 * running + 0.1 * value
+                bar.advance(loss=f"{running:.4f}", val=_fmt(state.get("best_metric")))
+                stop = steps is not None and step >= steps
+                if val and eval_every and (step % eval_every == 0 or stop):
+                    stop = check() or stop
+                if stop:
+                    break
+            if not seen_batch:
+                raise InputError("heal: data yielded no batches")
+            epoch += 1
+            if val and not eval_every:  # data of unknown length: validate once per pass
                 stop = check() or stop
-            if stop:
-                break
-        if not seen_batch:
-            raise InputError("heal: data yielded no batches")
-        epoch += 1
-        if val and not eval_every:  # data of unknown length: validate once per pass
-            stop = check() or stop
-    bar.close()
+    finally:
+        bar.close()
     notes: list[str] = []
     if state["early"]:
         notes.append(f"stopped early at step {step}: no improvement in {state['bad']} evaluations")

@@ -92,14 +92,28 @@ def after_load(model: nn.Module) -> None:
                 mod.layer_idx = i
 
 
-def save_pretrained(model: nn.Module, directory: str | os.PathLike, **kwargs: Any) -> Path:
+def save_pretrained(
+    model: nn.Module,
+    directory: str | os.PathLike,
+    *,
+    source: str | os.PathLike | None = None,
+    **kwargs: Any,
+) -> Path:
     """``model.save_pretrained(directory)`` after checking that HF can rebuild these shapes.
+
+    ``source``: the HF folder the model was loaded from; its tokenizer, generation config and
+    sentence-transformers modules are written along (:func:`netsculpt.hf.folders.save_hf_folder`,
+    into a new or empty ``directory``).
 
     Refuses (before writing anything) when the weights cannot be described by the config,
     e.g. per-layer head counts; use ``ns.save`` then.
 
-    >>> save_pretrained(model, "out/")   # doctest: +SKIP
+    >>> save_pretrained(model, "out/", source="minilm/")   # doctest: +SKIP
     """
+    if source is not None:
+        from netsculpt.hf.folders import save_hf_folder
+
+        return save_hf_folder(model, directory, source=source)
     ok, why = hf_compatible(model)
     if not ok:
         raise InputError(

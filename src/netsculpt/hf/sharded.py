@@ -54,8 +54,6 @@ from netsculpt.report import Report, Snapshot
 MAGNITUDE = ("l1", "l2")
 # module-level names the steps below call (a test may replace one to simulate a failure)
 _aliases, _check_shards = aliases, check_shards
-# weight files of other formats: never copied next to the new shards (they would be stale)
-_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".h5", ".msgpack", ".gguf")
 __all__ = ["cut_pretrained", "prune_pretrained", "streamed_scores"]
 
 
@@ -147,16 +145,12 @@ def _size_limit(max_shard_size: int | str | None) -> int | None:
 
 
 def _copy_side_files(src: Path, dst: Path) -> list[str]:
-    """Tokenizer, generation config, README ...: every plain file that is not weights/config."""
-    copied = []
-    for p in sorted(src.iterdir()):
-        if not p.is_file() or p.name in ("config.json", INDEX) or p.name.endswith(".index.json"):
-            continue
-        if p.name.endswith(_WEIGHT_SUFFIXES):
-            continue
-        shutil.copy2(p, dst / p.name)
-        copied.append(p.name)
-    return copied
+    """Tokenizer, generation config, README, sentence-transformers modules ...: every plain
+    file that is not weights / config (:func:`netsculpt.hf.folders.copy_side_files`)."""
+    from netsculpt.hf.folders import copy_side_files
+
+    hidden = json.loads((dst / "config.json").read_text()).get("hidden_size")
+    return copy_side_files(src, dst, hidden if isinstance(hidden, int) else None)
 
 
 def _write_config(src: Path, dst: Path, before: dict, after: dict) -> dict[str, Any]:

@@ -7,7 +7,8 @@
 
 from __future__ import annotations
 
-from netsculpt.io.files import export, load_model_file
+from netsculpt.io.export import export
+from netsculpt.io.files import load_model_file
 from netsculpt.io.loading import load, read_manifest
 from netsculpt.io.manifest import record_module
 from netsculpt.io.resolve import resolve_model

@@ -1,4 +1,4 @@
-"""Model files for the CLI: safe loading of .pt / .pt2 / netsculpt folders, and export."""
+"""Model files for the CLI: safe loading of .pt / .pt2 / netsculpt folders."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ import torch
 from torch import nn
 
 from netsculpt.core.errors import InputError, UnsafeFileError
-from netsculpt.core.utils import eval_mode, normalize_inputs
 from netsculpt.io.loading import load
 from netsculpt.io.outputs import MANIFEST
 
@@ -35,11 +34,11 @@ def load_model_file(path: str | os.PathLike, *, arch: str | None = None) -> nn.M
     if not p.is_file():
         raise InputError(f"{p}: no such file or folder")
     if p.suffix == ".pt2":
-        from netsculpt.io.program import load_program
+        from netsculpt.io.program import load_program, program_module
 
         program = load_program(p)  # refuses pickles that could run code
         try:
-            return program.module()
+            return program_module(program)
         except Exception as exc:  # noqa: BLE001
             raise InputError(f"{p}: cannot rebuild the module ({type(exc).__name__})") from exc
     if p.suffix == ".safetensors":
@@ -116,28 +115,3 @@ def _safe_torch_load(p: Path) -> Any:
         raise InputError(f"{p}: not a PyTorch file ({exc})") from exc
     except Exception as exc:  # torch.load raises KeyError / RuntimeError on random bytes
         raise InputError(f"{p}: not a PyTorch model file ({type(exc).__name__})") from exc
-
-
-def export(model: nn.Module, path: str | os.PathLike, example_inputs: Any) -> Path:
-    """Export ``model`` to ``.pt2`` (torch.export) or ``.onnx`` (dynamo exporter); returns the path.
-
-    >>> export(model, "model.onnx", torch.zeros(1, 3, 224, 224))   # doctest: +SKIP
-    """
-    p = Path(path)
-    if p.suffix not in (".pt2", ".onnx"):
-        raise InputError(f"export: {p} must end in .pt2 or .onnx")
-    args, kwargs = normalize_inputs(example_inputs, model)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    with eval_mode(model), torch.no_grad():
-        if p.suffix == ".pt2":
-            ep = torch.export.export(model, args, kwargs, strict=False)
-            torch.export.save(ep, str(p))
-        else:
-            try:
-                import onnxscript  # noqa: F401  (the dynamo exporter needs it)
-            except ImportError as exc:
-                raise InputError(
-                    "export: .onnx needs onnxscript: pip install netsculpt[export]"
-                ) from exc
-            torch.onnx.export(model, args, str(p), kwargs=kwargs, dynamo=True, verbose=False)
-    return p

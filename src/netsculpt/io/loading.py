@@ -64,7 +64,9 @@ def load(directory: str | os.PathLike, model: nn.Module | None = None) -> nn.Mod
     """Rebuild a saved model: original architecture → recorded edits → shapes → weights.
 
     ``model`` is a fresh instance of the original architecture; when None it is built from the
-    manifest's source (torchvision, built-in, Hugging Face config).
+    manifest's source (torchvision, built-in, Hugging Face config). A Hugging Face folder (a
+    ``config.json`` and no manifest, as the CLI writes for an HF model) loads with
+    ``from_pretrained``, from safetensors only.
 
     The manifest is checked against its schema before anything is built, every path it names
     must exist, and it may only set structural attributes (see ``docs/safety.md``); the
@@ -75,6 +77,10 @@ def load(directory: str | os.PathLike, model: nn.Module | None = None) -> nn.Mod
     from safetensors.torch import load_file
 
     folder = Path(directory)
+    if model is None and not (folder / MANIFEST).is_file() and (folder / "config.json").is_file():
+        from netsculpt.io.files import load_model_file
+
+        return load_model_file(folder)  # a Hugging Face folder (safetensors only)
     manifest = read_manifest(folder)
     where = folder / MANIFEST
     weights = folder / WEIGHTS

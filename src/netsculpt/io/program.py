@@ -19,11 +19,14 @@ import json
 import logging
 import os
 import threading
+import types
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import torch
+from torch import nn
 
 from netsculpt.core.errors import InputError, NetsculptError, UnsafeFileError
 
@@ -132,3 +135,50 @@ def load_program(path: str | os.PathLike) -> torch.export.ExportedProgram:
         first = (str(exc).strip().splitlines() or [""])[0][:200]
         detail = f"{type(exc).__name__}: {first}" if first else type(exc).__name__
         raise InputError(f"{p}: not a torch.export program ({detail})") from exc
+
+
+def program_module(program: torch.export.ExportedProgram) -> nn.Module:
+    """The runnable module of a loaded torch.export program, usable like any model.
+
+    ``program.module()`` raises on ``eval()`` / ``train()``; here both are no-ops that return
+    the module (the program was traced in eval mode and keeps that behaviour), so evaluate,
+    measure and export work on it.
+    """
+    module = program.module()
+
+    def _fixed_mode(self: nn.Module, mode: bool = True) -> nn.Module:
+        return self
+
+    for m in module.modules():
+        m.training = False
+    module.train = types.MethodType(_fixed_mode, module)
+    module.eval = types.MethodType(lambda self: self, module)
+    return module
+
+
+def program_example(program: torch.export.ExportedProgram) -> Any:
+    """The program's recorded example inputs; cut to batch 1 when its batch dim is dynamic
+    (netsculpt exports trace a batch-1 example at batch 2), so MACs read per sample."""
+    example = getattr(program, "example_inputs", None)
+    val = _first_user_input(program)
+    if example is None or val is None or not val.ndim or isinstance(val.shape[0], int):
+        return example
+    args, kwargs = example
+    size = next((t.shape[0] for t in (*args, *kwargs.values()) if isinstance(t, torch.Tensor)), 0)
+
+    def first(t: Any) -> Any:
+        return t[:1] if isinstance(t, torch.Tensor) and t.ndim and t.shape[0] == size else t
+
+    return tuple(first(a) for a in args), {k: first(v) for k, v in kwargs.items()}
+
+
+def _first_user_input(program: torch.export.ExportedProgram) -> Any:
+    """The fake tensor of the program's first user input (its shape tells what is dynamic)."""
+    from torch.export.graph_signature import InputKind
+
+    specs = program.graph_signature.input_specs
+    name = next(
+        (getattr(s.arg, "name", None) for s in specs if s.kind == InputKind.USER_INPUT), None
+    )
+    node = next((n for n in program.graph.nodes if n.op == "placeholder" and n.name == name), None)
+    return None if node is None else node.meta.get("val")

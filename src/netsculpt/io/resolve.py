@@ -34,7 +34,10 @@ def resolve_model(name_or_path: str) -> tuple[nn.Module, Any, str | None]:
         return build_builtin(name), builtin_example(name), f"builtin:{name}"
     path = Path(name)
     if path.exists():
-        return _from_path(path)
+        from netsculpt.core import progress
+
+        with progress.step(f"load {path.name or path}"):
+            return _from_path(path)
     from netsculpt.io.outputs import interrupted_message
 
     left = interrupted_message(path)  # a save folder whose save was killed mid-swap
@@ -56,9 +59,10 @@ def resolve_model(name_or_path: str) -> tuple[nn.Module, Any, str | None]:
 
 def _from_path(path: Path) -> tuple[nn.Module, Any, str | None]:
     if path.suffix == ".pt2":
+        from netsculpt.io.program import program_example, program_module
+
         ep = _load_program(path)
-        example = getattr(ep, "example_inputs", None)
-        return ep.module(), example, None
+        return program_module(ep), program_example(ep), None
     from netsculpt.io import load_model_file
 
     model = load_model_file(path)

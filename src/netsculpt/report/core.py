@@ -209,16 +209,17 @@ class Report:
             _write(path, text)
         return text
 
-    def render(self, width: int = 110) -> str:
-        """The console table as plain text."""
+    def render(self, width: int | None = None) -> str:
+        """The console table as plain text, laid out for ``width`` columns (default: the
+        terminal's; 80 in a pipe)."""
         from netsculpt.report.console import render_text
 
         return render_text(self, width=width)
 
     def __rich__(self) -> Any:
-        from netsculpt.report.console import table
+        from netsculpt.report.console import ReportTable
 
-        return table(self)
+        return ReportTable(self)
 
     def __str__(self) -> str:
         return self.render()

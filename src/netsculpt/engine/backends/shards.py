@@ -36,6 +36,7 @@ from torch import nn
 
 from netsculpt.core.errors import InputError, VerificationError
 from netsculpt.core.plan import Action, Plan
+from netsculpt.core.progress import track
 from netsculpt.engine.backends.memory import APPLIERS, checkpoint, resolve_channels
 
 INDEX = "model.safetensors.index.json"
@@ -54,7 +55,7 @@ def file_keys(shards: Iterable[Path]) -> dict[str, Path]:
     from safetensors import safe_open
 
     where: dict[str, Path] = {}
-    for path in shards:
+    for path in track(list(shards), "index shards"):
         with safe_open(str(path), framework="pt") as f:
             for key in shard_keys(f):
                 where[key] = path
@@ -119,7 +120,7 @@ def streamed_scores(
                 )
             wanted[key].append((g.id, i, m.dim))
     values: dict[tuple[int, int], np.ndarray] = {}
-    for path in shards:
+    for path in track(shards, "score shards"):
         with safe_open(str(path), framework="pt") as f:
             for key in shard_keys(f):
                 if key in wanted:  # only the tensors the groups read
@@ -356,7 +357,7 @@ class ShardBackend:
         """Read every tensor once, cut / rename / drop it, write the result into ``out``."""
         writer = ShardWriter(self.out, self.limit)
         current = None
-        for path, key, t in tensors(self.shards):
+        for path, key, t in tensors(track(self.shards, "write shards")):
             if writer.limit is None and current is not None and path != current:
                 writer.flush()  # one output shard per source shard
             current = path
