@@ -22,6 +22,8 @@ Smoke runs:
 - ``cut_grow.py``: trains ten ResCNN1D base models to convergence before any cut (~34 min).
 - ``default_importance.py``: one seed at one epoch still prunes and heals the CNN nine times
   (1.8 min on this machine).
+- ``detection.py``: five torchvision detectors at 224×224, each captured by scope and pruned
+  (17-88 s per detector on this machine).
 - ``heal_vs_torch_pruning.py``: one seed at one epoch still prunes the CNN 15 ways (Torch-Pruning's
   bisection runs its pruner 14 times per budget) and runs 30 heals; its table needs the
   Torch-Pruning rows.
@@ -31,8 +33,12 @@ Smoke runs:
   on RESULTS.md and README.md directly.
 - ``merge.py``: ``--quick`` still measures resnet50 / mobilenet_v2 latencies and trains the
   digits and mnist1d models of all four tables (minutes).
+- ``rnn.py``: trains GRU / LSTM classifiers for 40 epochs per seed before any pruning.
 - ``speedup.py``: the measurement is repeated CPU latency at 224×224, batch 1 and 16; even
   ``--models mobilenet_v3_small --no-torch-pruning`` takes minutes on a shared 2-core machine.
+- ``timm_zoo.py``: one family is one subprocess that builds, prunes, saves and reloads a timm
+  model (about 10-120 s each), too slow and too variable for a unit test; ``tests/zoo/test_timm.py``
+  covers a dozen families in-process.
 """
 
 from __future__ import annotations
@@ -53,6 +59,7 @@ RESULTS = BENCH / "RESULTS.md"
 SCRIPTS: dict[str, tuple[str, str] | None] = {
     "cut_grow.py": None,
     "default_importance.py": None,
+    "detection.py": None,
     "heal_vs_torch_pruning.py": None,
     "hf_llm.py": (
         "--size tiny --layers 4 --steps 2 --heal 1 --models llama --no-write",
@@ -62,7 +69,9 @@ SCRIPTS: dict[str, tuple[str, str] | None] = {
     "measured.py": None,
     "merge.py": None,
     "optimize.py": None,
+    "rnn.py": None,
     "speedup.py": None,
+    "timm_zoo.py": None,
     "zoo.py": ("--only resnet18 --no-torch-pruning", "resnet18                 pass"),
 }
 SMOKE_TIMEOUT_S = 180  # generous: the runs take ~10-20 s of CPU, the 2 cores are shared

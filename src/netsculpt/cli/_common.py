@@ -151,9 +151,18 @@ def _arg_type(annotation: str):
     return str
 
 
-def add_config_arguments(parser, op: str, names: list[str], group_titles=None) -> None:
+def add_config_arguments(
+    parser, op: str, names: list[str], group_titles=None, aliases=None
+) -> None:
     """Add one flag per config field of ``op`` (from the op registry): the flag is the field's
-    name (``round_to`` -> ``--round-to``), its help the field's doc, its type the field's."""
+    name (``round_to`` -> ``--round-to``), its help the field's doc, its type the field's, its
+    choices those of a ``one_of`` check. Every flag defaults to None (unset: the config's own
+    default applies). ``group_titles``: field -> argument group (or mutually exclusive group)
+    to add it to; ``aliases``: field -> further option strings (older flag names). A bool field
+    whose default is True gets ``--name`` / ``--no-name``."""
+    import argparse as _argparse
+    import dataclasses as _dc
+
     from netsculpt.engine import registry
 
     fields = registry.get(op).fields()
@@ -163,13 +172,23 @@ def add_config_arguments(parser, op: str, names: list[str], group_titles=None) -
         doc = f.metadata.get("doc") or name
         kind = _arg_type(ann)
         target = (group_titles or {}).get(name, parser)
+        flags = [_flag(name), *((aliases or {}).get(name, ()))]
+        default = f.default if f.default is not _dc.MISSING else None
+        choices = getattr(f.metadata.get("check"), "choices", None)
         if kind is bool:
-            target.add_argument(_flag(name), dest=name, action="store_true", default=None, help=doc)
+            action = _argparse.BooleanOptionalAction if default is True else "store_true"
+            target.add_argument(*flags, dest=name, action=action, default=None, help=doc)
         elif ann.startswith("tuple"):
-            target.add_argument(_flag(name), dest=name, nargs="+", help=doc)
+            target.add_argument(*flags, dest=name, nargs="+", help=doc)
         else:
             kind = number if kind is float else kind  # nan / inf are usage errors
-            target.add_argument(_flag(name), dest=name, type=kind, help=doc)
+            extra = {"choices": choices} if choices else {}
+            tail = (
+                f" (default {default})"
+                if default not in (None, ()) and not callable(default)
+                else ""
+            )
+            target.add_argument(*flags, dest=name, type=kind, help=doc + tail, **extra)
 
 
 def config_overrides(args, names: list[str]) -> dict[str, Any]:

@@ -109,7 +109,9 @@ def _example(model: Any, data: tuple | None) -> np.ndarray:
     return np.random.default_rng(0).standard_normal((1, *shapes[0][1:])).astype(np.float32)
 
 
-def _names(text: str | None) -> tuple[str, ...]:
+def _names(text: str | list | None) -> tuple[str, ...]:
+    if isinstance(text, (list, tuple)):
+        text = ",".join(text)
     return tuple(n.strip() for n in (text or "").split(",") if n.strip())
 
 
@@ -135,12 +137,17 @@ def _prune(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _cut(args: argparse.Namespace) -> dict[str, Any]:
-    kw = _given(args, {"threshold": "threshold", "count": "count", "criterion": "criterion",
-                       "bridge": "bridge", "batches": "max_batches"})  # fmt: skip
-    kw.update(blocks=_names(args.blocks), iterative=args.iterative)
-    if _names(args.protect):
-        kw["ignore"] = _names(args.protect)
-    kw["recalibrate_bn"] = not getattr(args, "keep_bn_stats", False)
+    from netsculpt.cli._common import config_overrides
+    from netsculpt.cli.cut import CHOICE, FIELDS
+    from netsculpt.cli.cut import _names as names  # names, globs: lists or comma-separated
+
+    kw = config_overrides(args, CHOICE + FIELDS)
+    if kw.get("blocks"):
+        kw["blocks"] = names(kw["blocks"])
+    if names(args.protect):
+        kw["ignore"] = names(args.protect)
+    if getattr(args, "keep_bn_stats", False):
+        kw["recalibrate_bn"] = False
     return kw
 
 
@@ -151,9 +158,10 @@ def _merge(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _grow(args: argparse.Namespace) -> dict[str, Any]:
-    kw = _given(args, {"kind": "kind", "count": "count", "threshold": "threshold",
-                       "criterion": "criterion", "factor": "factor", "trainable": "trainable",
-                       "batches": "max_batches"})  # fmt: skip
+    from netsculpt.cli._common import config_overrides
+    from netsculpt.cli.grow import FIELDS
+
+    kw = config_overrides(args, FIELDS)
     kw["where"] = args.where if args.where == "auto" else list(_names(args.where))
     return kw
 

@@ -5,12 +5,14 @@ from __future__ import annotations
 import argparse
 
 from netsculpt.cli._common import (
+    add_config_arguments,
     add_data_argument,
     add_latency_argument,
     add_model_argument,
     check_data,
     check_model_output,
     check_output,
+    config_overrides,
     measure_after,
     measure_before,
     number,
@@ -30,14 +32,17 @@ HELP = (
 ORDER = 30
 
 
+FIELDS = ["seed", "max_batches"]
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_argument(parser)
     parser.add_argument("-o", "--output", required=True, help="folder to save the merged model")
     parser.add_argument("--neurons", action="store_true", help="merge near-duplicate neurons")
     parser.add_argument("--blocks", action="store_true", help="collapse similar adjacent blocks")
-    parser.add_argument(
-        "--seed", type=int, default=0, help="seed of every random choice (default 0)"
-    )
+    # MergeConfig fields with a flag of their own (help and type from the op registry); the
+    # sub-configs are chosen by --neurons / --blocks / --no-folds, their threshold by --threshold
+    add_config_arguments(parser, "merge", FIELDS)
     parser.add_argument(
         "--threshold",
         type=number,
@@ -80,8 +85,8 @@ def run(args: argparse.Namespace) -> int:
             threshold=args.threshold,
             data=data,
             folds=not args.no_folds,
-            seed=args.seed,
             ignore=tuple(args.ignore),
+            **config_overrides(args, FIELDS),
         )
     measure_after(report, before, model, example_inputs)
     print(report)

@@ -117,6 +117,7 @@ def one_of(*choices: Any) -> Check:
         if v is not None and v not in choices:
             raise InputError(f"{name} must be one of {', '.join(map(str, choices))}, got {v!r}")
 
+    check.choices = choices  # read by the CLI: the flag's choices
     return check
 
 
