@@ -27,6 +27,10 @@ Smoke runs:
   Torch-Pruning rows.
 - ``optimize.py``: ``--smoke`` (2 blocks of width 16, one epoch, no Torch-Pruning) still trains
   the CNN and runs three searches with latency bisections (3 min on this machine).
+- ``llm_calibrated.py``: ``--steps 2 --no-write`` still runs eight prunes of a 3.3 M LLaMA,
+  each in its own process (11 min on this machine while shared).
+- ``llm_ppl.py``: scores a checkpoint folder another script wrote.
+- ``llmc_anchor.py``: runs in llm-compressor's own venv (``make bench-llmcompressor``).
 - ``merge.py``: ``--quick`` still measures resnet50 / mobilenet_v2 latencies and trains the
   digits and mnist1d models of all four tables (minutes).
 - ``speedup.py``: the measurement is repeated CPU latency at 224×224, batch 1 and 16; even
@@ -57,6 +61,9 @@ SCRIPTS: dict[str, tuple[str, str] | None] = {
         "| netsculpt 2:4 (Wanda) |",
     ),
     "llama7b_meta.py": ("--layers 2", "| params | build model |"),
+    "llm_calibrated.py": None,
+    "llm_ppl.py": None,
+    "llmc_anchor.py": None,
     "merge.py": None,
     "optimize.py": None,
     "speedup.py": None,
