@@ -6,7 +6,7 @@ PIP    := $(PY) -m pip
 # torch and torchvision are pinned as a pair: this pair installs from the local wheel cache.
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: install install-test demo demo-minilm screenshots test test-keras-tf lint format bench clean
+.PHONY: install install-test demo demo-minilm screenshots test test-keras-tf lint format bench bench-llm bench-llmcompressor clean
 
 $(VENV)/.base: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -75,7 +75,7 @@ format: $(VENV)/.test
 BENCH_JOBS ?= 2
 BENCH_TARGETS := bench-zoo bench-speedup bench-heal bench-cut-grow bench-merge bench-hf \
 	bench-llama7b-meta bench-default-importance bench-optimize bench-timm-zoo bench-detection \
-	bench-rnn
+	bench-rnn bench-llmcompressor
 
 .PHONY: $(BENCH_TARGETS)
 bench: $(BENCH_TARGETS)
@@ -105,5 +105,21 @@ bench-detection: $(VENV)/.bench
 bench-rnn: $(VENV)/.bench
 	$(PY) benchmarks/rnn.py
 
+# llm-compressor pins torch and transformers of its own: its benchmark anchor gets its own venv.
+# It only reads the saved checkpoint and token files; the same perplexity script scores both.
+VENV_LLMC := .venv-llmc
+LLMC_PINS := llmcompressor==0.14.0.1 torch==2.14.0
+$(VENV_LLMC)/.llmc:
+	test -x $(VENV_LLMC)/bin/python || $(PYTHON) -m venv $(VENV_LLMC)
+	$(VENV_LLMC)/bin/python -m pip install -q --upgrade pip
+	$(VENV_LLMC)/bin/python -m pip install -q $(LLMC_PINS)
+	touch $@
+
+bench-llm: $(VENV)/.bench
+	$(PY) benchmarks/llm_calibrated.py
+
+bench-llmcompressor: $(VENV)/.bench $(VENV_LLMC)/.llmc
+	$(PY) benchmarks/llm_calibrated.py --llmcompressor $(VENV_LLMC)/bin/python
+
 clean:
-	rm -rf $(VENV) $(VENV_TF) build dist src/*.egg-info
+	rm -rf $(VENV) $(VENV_TF) $(VENV_LLMC) build dist src/*.egg-info

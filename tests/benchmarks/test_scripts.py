@@ -29,6 +29,10 @@ Smoke runs:
   Torch-Pruning rows.
 - ``optimize.py``: ``--smoke`` (2 blocks of width 16, one epoch, no Torch-Pruning) still trains
   the CNN and runs three searches with latency bisections (3 min on this machine).
+- ``llm_calibrated.py``: ``--steps 2 --no-write`` still runs eight prunes of a 3.3 M LLaMA,
+  each in its own process (11 min on this machine while shared).
+- ``llm_ppl.py``: scores a checkpoint folder another script wrote.
+- ``llmc_anchor.py``: runs in llm-compressor's own venv (``make bench-llmcompressor``).
 - ``measured.py``: not a measurement; ``tests/benchmarks/test_measured.py`` runs its function
   on RESULTS.md and README.md directly.
 - ``merge.py``: ``--quick`` still measures resnet50 / mobilenet_v2 latencies and trains the
@@ -66,6 +70,9 @@ SCRIPTS: dict[str, tuple[str, str] | None] = {
         "| netsculpt 2:4 (Wanda) |",
     ),
     "llama7b_meta.py": ("--layers 2", "| params | build model |"),
+    "llm_calibrated.py": None,
+    "llm_ppl.py": None,
+    "llmc_anchor.py": None,
     "measured.py": None,
     "merge.py": None,
     "optimize.py": None,

@@ -62,10 +62,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     h.add_argument(
         "--sharded",
         action="store_true",
-        help="MODEL is an HF safetensors folder: prune it shard by shard into -o (l1/l2 only)",
+        help="MODEL is an HF safetensors folder: prune it shard by shard into -o (l1 / l2; "
+        "wanda / sparsegpt with --data and --sparsity or --pattern: one layer at a time)",
     )
     h.add_argument("--max-shard-size", help="re-pack the output shards, e.g. 5GB")
-    add_data_argument(parser, "calibration data for taylor / activation")
+    h.add_argument(
+        "--activation-budget", help="calibrated --sharded: activations beyond this go to disk (1GB)"
+    )
+    add_data_argument(parser, "calibration data for taylor / activation / wanda / sparsegpt")
     parser.add_argument("--ignore", nargs="*", default=[], help="module name patterns to keep")
     parser.add_argument("--report", help="also write the report to this .json or .html file")
     add_latency_argument(parser)
@@ -128,7 +132,10 @@ def _run_sharded(args: argparse.Namespace) -> int:
     from netsculpt.core.errors import InputError
     from netsculpt.hf.sharded import prune_pretrained
 
+    if args.importance in ("wanda", "sparsegpt"):
+        return _run_calibrated(args)
     other = {
+        "--activation-budget": args.activation_budget,
         "--target-macs": args.target_macs,
         "--target-params": args.target_params,
         "--threshold": args.threshold,
@@ -156,6 +163,37 @@ def _run_sharded(args: argparse.Namespace) -> int:
     }  # what is not given takes the HF defaults
     kw = {k: v for k, v in given.items() if v is not None}
     report = prune_pretrained(args.model, args.output, global_=bool(args.global_), **kw)
+    print(report)
+    print(f"saved to {args.output}")
+    write_report(report, args.report)
+    return 0
+
+
+def _run_calibrated(args: argparse.Namespace) -> int:
+    """``--sharded --importance wanda|sparsegpt``: one decoder layer at a time."""
+    from netsculpt.core.errors import InputError
+    from netsculpt.hf.sharded import _size_limit, prune_pretrained
+
+    other = {"--amount": args.amount, "--threshold": args.threshold, "--targets": args.targets,
+             "--round-to": args.round_to, "--global": args.global_ or None,
+             "--ignore": args.ignore or None}  # fmt: skip
+    used = [name for name, v in other.items() if v is not None]
+    if used:
+        raise InputError(f"--sharded --importance {args.importance} takes --sparsity or "
+                         f"--pattern; not {', '.join(used)}")  # fmt: skip
+    if not args.data:
+        raise InputError(f"--importance {args.importance} needs calibration data: --data D")
+    if not args.output:
+        raise InputError("--sharded needs an output folder: -o OUT")
+    check_folder(args.output)
+    if args.report:
+        check_output(args.report, suffixes=(".json", ".html"))
+    budget = None if args.activation_budget is None else _size_limit(args.activation_budget)
+    report = prune_pretrained(
+        args.model, args.output, importance=args.importance, data=calibration(args.data),
+        sparsity=args.sparsity, pattern=args.pattern, activation_budget=budget,
+        max_batches=args.max_batches or 16, max_shard_size=args.max_shard_size,
+    )  # fmt: skip
     print(report)
     print(f"saved to {args.output}")
     write_report(report, args.report)

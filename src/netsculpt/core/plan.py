@@ -19,6 +19,12 @@ Action kinds (``Action.kind``) and their ``args``:
 - ``zero_weights``: ``tensor`` = a parameter name; ``rule`` = how the mask is found
   (``{"threshold": t}``, ``{"sparsity": s}``, ``{"pattern": "2:4"}``, ``{"global_sparsity": s}``)
   and ``importance``; ``zeros`` = how many weights it zeroed.
+  Wanda actions (``importance="wanda"``) carry ``step``: the stage (decoder layer) they
+  belong to; a replay measures each step on the model the earlier steps left.
+- ``obs_prune``: SparseGPT (``importance="sparsegpt"``): ``tensor``, ``rule`` (sparsity or
+  pattern), ``step``, ``blocksize``, ``percdamp``; the backend runs the OBS solver on the
+  Hessian of the layer's inputs (in memory ``_hessian``; measured again on replay), which
+  zeroes the pruned weights and updates the kept ones; ``zeros`` as for ``zero_weights``.
 - ``add_bias``: ``module``, ``delta`` (a list): a constant input channel folded into the bias
   of the layer that reads it, before that channel is removed.
 - ``remove_block``: ``block`` = a block name of :func:`netsculpt.graph.blocks.find_blocks` on
@@ -70,6 +76,7 @@ FORMAT = "netsculpt-plan"
 REQUIRED: dict[str, tuple[str, ...]] = {
     "remove_channels": ("anchor", "channels"),
     "zero_weights": ("tensor", "rule"),
+    "obs_prune": ("tensor", "rule"),
     "add_bias": ("module", "delta"),
     "remove_block": ("block",),
     "fold": ("fold_kind", "modules"),

@@ -235,8 +235,18 @@ def prune_pretrained(
     global_: bool = False,
     round_to: int | None = None,
     max_shard_size: int | str | None = None,
+    data: Any = None,
+    sparsity: float | None = None,
+    pattern: str | None = None,
+    activation_budget: int | None = None,
+    max_batches: int = 16,
 ) -> Report:
     """Prune heads / MLP channels / hidden size of the checkpoint in ``src`` into ``dst``.
+
+    ``importance="wanda"`` / ``"sparsegpt"`` with ``data`` and ``sparsity`` or ``pattern``:
+    unstructured / N:M pruning calibrated one decoder layer at a time
+    (:mod:`netsculpt.hf.calibrated`; ``activation_budget``: bytes of activations kept in
+    memory, the rest go to disk; ``max_batches`` calibration batches are read).
 
     ``ns.prune``'s plan with the HF defaults and ``uniform=True`` (as ``netsculpt.hf.prune``
     on the loaded model), without loading it: scores by weight magnitude (``importance``
@@ -249,6 +259,15 @@ def prune_pretrained(
     from netsculpt.engine.session import Session
     from netsculpt.engine.verbs import run
 
+    if importance in ("wanda", "sparsegpt"):
+        from netsculpt.hf.calibrated import prune_streamed
+
+        return prune_streamed(src, dst, data=data, importance=importance, sparsity=sparsity,
+                              pattern=pattern, activation_budget=activation_budget,
+                              max_batches=max_batches, max_shard_size=max_shard_size)  # fmt: skip
+    if sparsity is not None or pattern is not None:
+        raise InputError("sparsity= / pattern= prune shard by shard with importance='wanda' or "
+                         "'sparsegpt' (and data=)")  # fmt: skip
     t0 = time.perf_counter()
     kw = prune_options(amount=amount, targets=targets, importance=importance,
                        global_=global_, round_to=round_to, uniform=True)  # fmt: skip

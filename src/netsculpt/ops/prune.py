@@ -108,8 +108,12 @@ class UnstructuredConfig(OpConfig):
     sparsity: float | None = option(None, fraction(), "fraction of weights to zero")
     pattern: str | None = option(None, None, "N:M sparsity, e.g. 2:4")
     global_: bool = option(False, None, "rank weights across layers")
-    importance: str = option("magnitude", one_of("magnitude", "l1", "l2", "activation"),
-                             "weight scores: magnitude or activation (Wanda)")  # fmt: skip
+    importance: str = option(
+        "magnitude",
+        one_of("magnitude", "l1", "l2", "activation", "wanda", "sparsegpt"),
+        "weight scores: magnitude, activation (|W|·‖X‖ per layer), wanda (per output row, "
+        "layer after layer) or sparsegpt (OBS with weight reconstruction)",
+    )
     remove_dead: bool = option(True, None, "remove neurons left without weights")
     ignore: Any = option((), None, "modules to leave whole: names, globs, modules, filter_fn")
     max_batches: int = option(16, integer(1), "calibration batches read (activation)")
@@ -358,7 +362,9 @@ def replay(session: Any, plan: Plan) -> Plan:
     params = dict(session.model.named_parameters(remove_duplicate=False))
     pending: dict[tuple, dict] = {}
     for i, a in enumerate(plan.actions):
-        if a.kind != "zero_weights" or "_mask" in a.args:
+        calibrated = a.args.get("importance") in ("wanda", "sparsegpt")
+        if a.kind != "zero_weights" or "_mask" in a.args or calibrated:  # the backend re-plans
+            # a calibrated step (wanda, sparsegpt) when it applies, after the steps before it
             out.actions.append(a)
             continue
         if a.args["tensor"] not in params:

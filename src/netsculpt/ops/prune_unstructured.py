@@ -15,6 +15,7 @@ from netsculpt.core.select import is_ignored
 from netsculpt.graph.capture import run_model
 from netsculpt.graph.channels import StructureGraph
 from netsculpt.importance.channels import channel_norms
+from netsculpt.ops import prune_calibrated as C
 from netsculpt.ops.prune_plan import channel_actions
 
 
@@ -292,9 +293,13 @@ def run_unstructured(session: Any, cfg: Any) -> Any:
     weights = prunable_weights(model, session.ignore)
     if not weights:
         raise InputError("no Linear or Conv weights to prune (all ignored?)")
-    plan = Plan("prune", zero_actions(session, weights, rule(cfg), cfg.importance))
+    if cfg.importance in C.METHODS:  # layer after layer, each stage applied before the next
+        plan = C.run_stages(session, weights, rule(cfg), cfg.importance)
+    else:
+        plan = session.apply(
+            Plan("prune", zero_actions(session, weights, rule(cfg), cfg.importance))
+        )
     plan.config = {"mode": "unstructured", **cfg.to_dict()}
-    plan = session.apply(plan)
     zeroed = sum(a.args["zeros"] for a in plan.actions)
     weights = prunable_weights(model, session.ignore)
     total = sum(w.numel() for w in weights.values())

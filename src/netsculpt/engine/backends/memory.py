@@ -28,7 +28,7 @@ from netsculpt.core.plan import Action, Plan
 Applier = Callable[..., list[Action]]
 APPLIERS: dict[str, Applier] = {}
 # action kinds that leave the structure as it was (no re-export needed afterwards)
-KEEPS_STRUCTURE = {"zero_weights", "recalibrate_bn"}
+KEEPS_STRUCTURE = {"zero_weights", "obs_prune", "recalibrate_bn"}
 _MODEL_STATE = ("_netsculpt_edits", "_netsculpt_masks")
 
 
@@ -197,6 +197,8 @@ def _zero_weights(session: Any, actions: list[Action], **_: Any) -> list[Action]
     ``ns.apply`` recomputes it from the action's ``rule``)."""
     from netsculpt.surgery.masks import zero_weights
 
+    if any("_mask" not in a.args and a.args.get("importance") == "wanda" for a in actions):
+        actions = _replanned(session, actions, "zero_weights")
     params = dict(session.model.named_parameters(remove_duplicate=False))
     masks = {}
     for i, a in enumerate(actions):
@@ -216,6 +218,42 @@ def _zero_weights(session: Any, actions: list[Action], **_: Any) -> list[Action]
             )
         masks[name] = mask
     zeroed = zero_weights(session.model, masks)
+    for a in actions:
+        a.args["zeros"] = zeroed.get(a.args["tensor"], 0)
+    return actions
+
+
+def _replanned(session: Any, actions: list[Action], kind: str) -> list[Action]:
+    """A saved calibrated step (no masks / Hessians): planned again on the model as it is now."""
+    from netsculpt.ops.prune_calibrated import replan
+
+    return replan(session, actions, kind)()
+
+
+@applier("obs_prune")
+def _obs_prune(session: Any, actions: list[Action], **_: Any) -> list[Action]:
+    """SparseGPT: prune each weight by the OBS rule on its input Hessian and reconstruct the
+    kept weights (:func:`netsculpt.surgery.sparsegpt.obs_prune`); the weights are new tensors,
+    the masks are kept as for ``zero_weights``."""
+    from netsculpt.ops.prune_unstructured import parse_pattern
+    from netsculpt.surgery.sparsegpt import obs_prune, reconstruct
+
+    if any(a.args.get("_hessian") is None for a in actions):
+        actions = _replanned(session, actions, "obs_prune")
+    params = dict(session.model.named_parameters(remove_duplicate=False))
+    edits = {}
+    for i, a in enumerate(actions):
+        name, rule = a.args["tensor"], a.args["rule"]
+        w = params.get(name)
+        if w is None or w.dim() != 2:
+            raise InputError(f"plan obs_prune[{i}]: the model has no Linear weight {name!r}")
+        pattern = parse_pattern(rule["pattern"]) if "pattern" in rule else None
+        edits[name] = obs_prune(
+            w, a.args["_hessian"], sparsity=rule.get("sparsity"), pattern=pattern,
+            blocksize=int(a.args.get("blocksize", 128)),
+            percdamp=float(a.args.get("percdamp", 0.01)),
+        )  # fmt: skip
+    zeroed = reconstruct(session.model, edits)
     for a in actions:
         a.args["zeros"] = zeroed.get(a.args["tensor"], 0)
     return actions
