@@ -22,13 +22,18 @@ Smoke runs:
 - ``cut_grow.py``: trains ten ResCNN1D base models to convergence before any cut (~34 min).
 - ``default_importance.py``: one seed at one epoch still prunes and heals the CNN nine times
   (1.8 min on this machine).
+- ``detection.py``: prunes torchvision detectors (RetinaNet, Faster R-CNN, ...) at 224×224.
 - ``heal_vs_torch_pruning.py``: one seed at one epoch still prunes the CNN 15 ways (Torch-Pruning's
   bisection runs its pruner 14 times per budget) and runs 30 heals; its table needs the
   Torch-Pruning rows.
+- ``keras_digits.py``: each seed trains the CNN with Keras ``fit``, prunes it by bisection to
+  50% MACs twice, heals four models and starts two TensorFlow processes for tfmot (minutes).
 - ``optimize.py``: ``--smoke`` (2 blocks of width 16, one epoch, no Torch-Pruning) still trains
   the CNN and runs three searches with latency bisections (3 min on this machine).
 - ``merge.py``: ``--quick`` still measures resnet50 / mobilenet_v2 latencies and trains the
   digits and mnist1d models of all four tables (minutes).
+- ``rnn.py``: trains and heals three recurrent classifiers per seed.
+- ``timm_zoo.py``: one timm model per family, each in its own process.
 - ``speedup.py``: the measurement is repeated CPU latency at 224×224, batch 1 and 16; even
   ``--models mobilenet_v3_small --no-torch-pruning`` takes minutes on a shared 2-core machine.
 """
@@ -51,15 +56,19 @@ RESULTS = BENCH / "RESULTS.md"
 SCRIPTS: dict[str, tuple[str, str] | None] = {
     "cut_grow.py": None,
     "default_importance.py": None,
+    "detection.py": None,
     "heal_vs_torch_pruning.py": None,
     "hf_llm.py": (
         "--size tiny --layers 4 --steps 2 --heal 1 --models llama --no-write",
         "| netsculpt 2:4 (Wanda) |",
     ),
+    "keras_digits.py": None,
     "llama7b_meta.py": ("--layers 2", "| params | build model |"),
     "merge.py": None,
     "optimize.py": None,
+    "rnn.py": None,
     "speedup.py": None,
+    "timm_zoo.py": None,
     "zoo.py": ("--only resnet18 --no-torch-pruning", "resnet18                 pass"),
 }
 SMOKE_TIMEOUT_S = 180  # generous: the runs take ~10-20 s of CPU, the 2 cores are shared
