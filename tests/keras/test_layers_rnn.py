@@ -80,3 +80,26 @@ def test_refusals(layer, match):
     model = keras.Model(inp, L.Dense(2)(L.Flatten()(h) if len(h.shape) == 3 else h))
     with pytest.raises(InputError, match=match):
         nk.prune(model, sample(model), amount=0.5)
+
+
+def _stack(last: int):
+    return seq((5, 8), L.LSTM(8, return_sequences=True, name="a"),
+               L.LSTM(last, return_sequences=last == 8, name="b"), L.Flatten(name="flat"), L.Dense(2, name="head"))  # fmt: skip
+
+
+def test_cut_drops_a_recurrent_layer_that_keeps_the_shape(tmp_path):
+    model = _stack(8)
+    x = sample(model, 16)
+    new, rep = roundtrip(model, x[:4], tmp_path, "cut", data=(x, np.arange(16) % 2), blocks=["a"])
+    assert [layer.name for layer in new.layers] == ["b", "flat", "head"]
+
+
+def test_cut_of_a_last_step_layer_is_refused_and_the_model_kept():
+    model = _stack(6)
+    x = sample(model, 16)
+    ref = out(model, x)
+    with pytest.raises(InputError, match="'b' returns only its last step"):
+        nk.cut(model, x[:4], data=(x, np.arange(16) % 2), blocks=["b"])
+    np.testing.assert_array_equal(out(model, x), ref)
+    new, _ = nk.cut(model, x[:4], data=(x, np.arange(16) % 2), count=1, ignore=["b"])
+    assert [layer.name for layer in new.layers] == ["b", "flat", "head"]

@@ -22,16 +22,24 @@ import numpy as np
 import torch
 from torch import nn
 
+from netsculpt.errors import InputError
 from netsculpt.keras._base import activation_name, converter, numpy, refuse, tensor, weights_of
 
 
 class Take:
     """The output of a torch recurrent module: the whole sequence, or its last time step."""
 
-    def __init__(self, sequences: bool) -> None:
-        self.sequences = sequences
+    def __init__(self, sequences: bool, layer: str = "") -> None:
+        self.sequences, self.layer = sequences, layer
 
     def __call__(self, y) -> torch.Tensor:
+        if isinstance(y, torch.Tensor):  # an op replaced the recurrent module (cut)
+            if not self.sequences:  # a bridge of (batch, time, f) cannot stand for the last step
+                raise InputError(
+                    f"Keras layer '{self.layer}' returns only its last step: cut cannot remove "
+                    f"or bridge it; pass ignore=['{self.layer}'] to keep it"
+                )
+            return y
         out = y[0]
         return out if self.sequences else out[:, -1]
 
@@ -84,7 +92,7 @@ class _Recurrent:
             return mod
 
         path = b.module(layer, "main", make)
-        items = [("mod", path), ("fn", Take(bool(cfg["return_sequences"])))]
+        items = [("mod", path), ("fn", Take(bool(cfg["return_sequences"]), layer.name))]
         return b.step(layer, [x], items, shape, False)
 
     def split_bias(self, bias: np.ndarray, units: int) -> tuple[np.ndarray, np.ndarray]:
@@ -95,8 +103,8 @@ class _Recurrent:
 
     def rebuild(self, r, layer, ins, perms):
         mod = r.mod(layer)
-        if not r.same_type(layer):
-            raise refuse(layer, f"the edit replaced it with a {type(mod).__name__}")
+        if not r.same_type(layer):  # cut: dropped, or bridged by a Dense
+            return r.translate(mod, ins[0], layer.name)
         units = int(mod.weight_hh_l0.shape[1])
         cfg = {**layer.get_config(), "units": units}
 
