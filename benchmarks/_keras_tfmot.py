@@ -85,7 +85,8 @@ def tf_keras(data, args, out: Path) -> dict:
     s, epochs, batch = float(args["sparsity"]), int(args["heal_epochs"]), int(args["batch_size"])
     steps = epochs * -(-len(ytr) // batch)
     schedules = {
-        "ConstantSparsity": lambda: sp.ConstantSparsity(s, begin_step=0),
+        # frequency=1: with the default (every 100 steps) a short heal can end before any mask
+        "ConstantSparsity": lambda: sp.ConstantSparsity(s, begin_step=0, frequency=1),
         "PolynomialDecay": lambda: sp.PolynomialDecay(0.0, s, begin_step=0,
                                                       end_step=int(0.7 * steps), frequency=10),
     }  # fmt: skip

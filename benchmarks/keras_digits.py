@@ -70,10 +70,8 @@ def digits() -> dict[str, np.ndarray]:
 
 def keras_bytes(model, folder: Path, name: str) -> tuple[int, int]:
     """``.keras`` file size (saved uncompiled) and its gzip -9 size."""
-    import keras
-
     path = folder / f"{name}.keras"
-    bare = keras.models.clone_model(model)  # uncompiled: the file holds no optimizer slots
+    bare = type(model).from_config(model.get_config())  # uncompiled: no optimizer slots saved
     bare.set_weights(model.get_weights())
     bare.save(path)
     raw = path.read_bytes()
