@@ -222,7 +222,7 @@ def report(rows: list[dict], infos: list[dict], a: argparse.Namespace, backend: 
              f"{a.rounds} alternating rounds. Mean ± std over the seeds.", ""]  # fmt: skip
     lines += table(rows, methods)
     lines += ["", "- tfmot `prune_low_magnitude` on the Keras 3 model: "
-              + (f"`{infos[0]['keras3_error']}`" if infos[0]["keras3_error"] else "it ran")]  # fmt: skip
+              + (f"`` {infos[0]['keras3_error']} ``" if infos[0]["keras3_error"] else "it ran")]  # fmt: skip
     if theirs:
         best = max(theirs, key=mean_val.get)
         sp = ms([i["sparsity"] for i in infos], "{:.1%}")
@@ -244,7 +244,7 @@ def report(rows: list[dict], infos: list[dict], a: argparse.Namespace, backend: 
             f"{won} of {len(diffs)} seeds.",
         ]
     else:
-        lines += [f"- tfmot with tf-keras: `{infos[0]['tf_keras_error']}`"]
+        lines += [f"- tfmot with tf-keras: `` {infos[0]['tf_keras_error']} ``"]
     lines += ["", f"Wall time {seconds / 60:.1f} min."]
     return "\n".join(lines)
 
