@@ -32,6 +32,13 @@ $(VENV_TF)/.keras-tf: pyproject.toml
 	$(VENV_TF)/bin/python -m pip install -q -e '.[keras]' pytest
 	touch $@
 
+# tensorflow-model-optimization (the Keras benchmark's anchor) needs Keras 2: tf-keras goes into
+# the TensorFlow venv beside Keras 3 and is used only where TF_USE_LEGACY_KERAS=1 is set
+# (benchmarks/_keras_tfmot.py, in its own process).
+$(VENV_TF)/.bench-keras: $(VENV_TF)/.keras-tf
+	$(VENV_TF)/bin/python -m pip install -q tensorflow-model-optimization 'tf-keras==2.21.*'
+	touch $@
+
 install: $(VENV)/.base
 install-test: $(VENV)/.test
 
@@ -75,7 +82,7 @@ format: $(VENV)/.test
 BENCH_JOBS ?= 2
 BENCH_TARGETS := bench-zoo bench-speedup bench-heal bench-cut-grow bench-merge bench-hf \
 	bench-llama7b-meta bench-default-importance bench-optimize bench-timm-zoo bench-detection \
-	bench-rnn bench-llmcompressor
+	bench-rnn bench-llmcompressor bench-keras
 
 .PHONY: $(BENCH_TARGETS)
 bench: $(BENCH_TARGETS)
@@ -120,6 +127,11 @@ bench-llm: $(VENV)/.bench
 
 bench-llmcompressor: $(VENV)/.bench $(VENV_LLMC)/.llmc
 	$(PY) benchmarks/llm_calibrated.py --llmcompressor $(VENV_LLMC)/bin/python
+
+# the same benchmark on both Keras backends; tfmot runs in the TensorFlow venv for both
+bench-keras: $(VENV)/.bench $(VENV_TF)/.bench-keras
+	KERAS_BACKEND=tensorflow $(VENV_TF)/bin/python benchmarks/keras_digits.py
+	KERAS_BACKEND=torch $(PY) benchmarks/keras_digits.py --tfmot-python $(VENV_TF)/bin/python
 
 clean:
 	rm -rf $(VENV) $(VENV_TF) $(VENV_LLMC) build dist src/*.egg-info

@@ -27,6 +27,8 @@ Smoke runs:
 - ``heal_vs_torch_pruning.py``: one seed at one epoch still prunes the CNN 15 ways (Torch-Pruning's
   bisection runs its pruner 14 times per budget) and runs 30 heals; its table needs the
   Torch-Pruning rows.
+- ``keras_digits.py``: each seed trains the CNN with Keras ``fit``, prunes it by bisection to
+  50% MACs twice, heals four models and starts two TensorFlow processes for tfmot (minutes).
 - ``optimize.py``: ``--smoke`` (2 blocks of width 16, one epoch, no Torch-Pruning) still trains
   the CNN and runs three searches with latency bisections (3 min on this machine).
 - ``llm_calibrated.py``: ``--steps 2 --no-write`` still runs eight prunes of a 3.3 M LLaMA,
@@ -69,6 +71,7 @@ SCRIPTS: dict[str, tuple[str, str] | None] = {
         "--size tiny --layers 4 --steps 2 --heal 1 --models llama --no-write",
         "| netsculpt 2:4 (Wanda) |",
     ),
+    "keras_digits.py": None,
     "llama7b_meta.py": ("--layers 2", "| params | build model |"),
     "llm_calibrated.py": None,
     "llm_ppl.py": None,

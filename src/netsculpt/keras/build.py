@@ -31,6 +31,7 @@ from netsculpt.keras import (  # noqa: F401 (registration)
     layers_conv,
     layers_core,
     layers_norm,
+    layers_rnn,
 )
 from netsculpt.keras._base import CONVERTERS, T, check_dtype, refuse
 from netsculpt.keras.mirror import Mirror, Opaque, Step, to_channels_first, to_channels_last
