@@ -33,7 +33,8 @@ def write_section(name: str, text: str) -> None:
 
 
 def stamp(command: str, anchors: tuple[str, ...] = ()) -> str:
-    """The line that opens every section: commit (``dirty`` when the tree has changes), date,
+    """The line that opens every section: commit (``dirty`` when tracked files other than
+    RESULTS.md have changes), date,
     torch and anchor versions, threads, CPU and the exact command."""
     import datetime
     import importlib.metadata as md
@@ -50,7 +51,11 @@ def stamp(command: str, anchors: tuple[str, ...] = ()) -> str:
             return ""
 
     commit = git("rev-parse", "--short", "HEAD") or "unknown"
-    dirty = " (dirty)" if git("status", "--porcelain", "--untracked-files=no") else ""
+    # RESULTS.md itself does not make the code dirty: the sections written earlier in the same
+    # ``make bench`` run change it before the next script stamps
+    changed = git("status", "--porcelain", "--untracked-files=no", "--", ":/",
+                  ":(top,exclude)benchmarks/RESULTS.md")  # fmt: skip
+    dirty = " (dirty)" if changed else ""
     versions = [f"torch {torch.__version__}"]
     for name in anchors:
         try:

@@ -65,7 +65,9 @@ def row(name: str, body: str, **match: str) -> dict[str, str]:
 
 
 def commit(name: str, body: str) -> str:
-    return find(name, body, r"_Stamp: commit `(\w+)`")[1]
+    """The stamp's commit, or 'no stamp' for a section written before stamps existed."""
+    m = re.search(r"_Stamp: commit `(\w+)`", body)
+    return f"`{m[1]}`" if m else "no stamp: an older run"
 
 
 # -- one bullet per section: (section, function(body) -> text) -----------------------------------
@@ -75,11 +77,12 @@ def zoo(b: str) -> str:
     r50 = row("zoo", b, model="resnet50")
     macs = re.findall(r"[\d,]+", r50["MACs before → after (ratio)"])
     g = lambda s: int(s.replace(",", "")) / 1e9  # noqa: E731
+    rule = re.search(r"A pass: ([^.;]*)", b)
+    rule = rule[1] if rule else "the pruned model runs with its output shape kept"
     return (
         f"**Coverage** (`zoo.py`): **{ours[1]}/{ours[2]}** torchvision classification models "
-        "pass at `amount=0.5` (output shape kept, finite outputs, MACs ratio ≤ 0.55, save → "
-        "load bit-exact)" + (f"; Torch-Pruning 1.6.1 {tp[1]}/{tp[2]} by the same rules" if tp
-        else "; Torch-Pruning column not run") + f". resnet50 {g(macs[0]):.2f} → "
+        f"pass at `amount=0.5` ({rule})" + (f"; Torch-Pruning 1.6.1 {tp[1]}/{tp[2]} by the same "
+        "rules" if tp else "; Torch-Pruning column not run") + f". resnet50 {g(macs[0]):.2f} → "
         f"{g(macs[1]):.2f} GMACs in {r50['prune s']} s."
     )  # fmt: skip
 
@@ -113,9 +116,15 @@ def speedup(b: str) -> str:
                 continue
             cells.append(f"{tool} {r['speed-up ÷ ideal b=16']}")
         parts.append(f"{model}: " + ", ".join(cells))
+    against = (
+        "the fold rows against the BN-folded original"
+        if "BN-folded original" in b
+        else "the fold row against the unfolded original"
+    )
     return (
-        "**Real speed-up** (`speedup.py`, speed-up ÷ ideal at batch 16, the fold rows against "
-        "the folded original): " + "; ".join(parts) + "."
+        f"**Real speed-up** (`speedup.py`, speed-up ÷ ideal at batch 16, {against}): "
+        + "; ".join(parts)
+        + "."
     )
 
 
@@ -145,18 +154,20 @@ def cut_grow(b: str) -> str:
 
 def merge(b: str) -> str:
     p = row("merge", b, model="planted: Net2Wider copies", **{"threshold (cos dist)": "0.01"})
-    w = row("merge", b, model="trained wide", **{"threshold (cos dist)": "0.5"})
-
-    def say(r: dict) -> str:
-        return (
-            f"merge {r['acc merge']} vs dropping the merged units {r['acc drop merged units']}, "
-            f"L2 prune {r['acc L2 prune (params)'].split()[0]}, activation prune "
-            f"{r['acc activation prune (params)'].split()[0]} at {r['params']} params"
-        )
-
+    wide = [r for t in tables(b) for r in t if r.get("model") == "trained wide"]
+    if not wide:
+        raise Missing("benchmarks/RESULTS.md section 'merge': no 'trained wide' rows")
+    pairs = ", ".join(
+        f"{r['params']}: {r['acc merge']} vs {r['acc L2 prune (params)'].split()[0]} / "
+        f"{r['acc activation prune (params)'].split()[0]}"
+        for r in wide
+    )
     return (
         "**Neuron merge** (`merge.py`, digits MLP, no fine-tuning): on planted Net2Wider copies "
-        f"(threshold 0.01) {say(p)}; on a wide MLP trained from scratch (threshold 0.5) {say(w)}."
+        f"(threshold 0.01, {p['params']} params) merge {p['acc merge']} vs dropping the merged "
+        f"units {p['acc drop merged units']} and L2 / activation pruning at the same width "
+        f"{p['acc L2 prune (params)'].split()[0]} / {p['acc activation prune (params)'].split()[0]}; "
+        f"on a wide MLP trained from scratch, merge vs L2 / activation at equal params: {pairs}."
     )
 
 
@@ -177,6 +188,44 @@ def transformers(b: str) -> str:
             f"{ours['ppl (healed)']} after the same heal, {theirs}"
         )
     return "**LLM width pruning** (`hf_llm.py`, perplexity, one seed): " + "; ".join(parts) + "."
+
+
+def llm_calibrated(b: str) -> str:
+    dense = find("llm-calibrated", b, r"Dense held-out perplexity: \*\*([\d.]+)\*\*")[1]
+    parts = []
+    for rule in ("50%", "2:4"):
+        cells = []
+        for tool, method, how in (("netsculpt", "magnitude", "memory"),
+                                  ("netsculpt", "sparsegpt", "streamed"),
+                                  ("llm-compressor", "sparsegpt", "sequential"),
+                                  ("netsculpt", "wanda", "streamed"),
+                                  ("llm-compressor", "wanda", "sequential")):  # fmt: skip
+            r = row("llm-calibrated", b, rule=rule, tool=tool, method=method, how=how)
+            cells.append(f"{tool} {method} {r['perplexity']} ({r['peak RSS (MB)']} MB)")
+        parts.append(f"{rule}: " + ", ".join(cells))
+    return (
+        f"**Calibrated LLM sparsity** (`llm_calibrated.py`, 3.3 M LLaMA trained here, dense "
+        f"perplexity {dense}, one seed; netsculpt one decoder layer at a time, peak RSS in "
+        "brackets): " + "; ".join(parts) + "."
+    )
+
+
+def keras_digits(backend: str) -> Callable[[str], str]:
+    name = f"keras-digits-{backend}"
+
+    def bullet(b: str) -> str:
+        ours = row(name, b, method="netsculpt l2")
+        tfmot = row(name, b, method="tfmot ConstantSparsity")
+        verdict = find(name, b, r"Test accuracy, netsculpt − tfmot, paired per seed: ([^\n]*?)\.\n")
+        return (
+            f"**Keras, {backend} backend** (`keras_digits.py`, digits CNN, 50% MACs + heal, 3 "
+            f"seeds): netsculpt params {ours['params (non-zero)'].split()[0]}, `.keras` "
+            f"{ours['`.keras`']}, batch-256 speed-up {ours['b256 speed-up']}; tfmot "
+            f"(ConstantSparsity, the same non-zero count) `.keras` {tfmot['`.keras`']}, speed-up "
+            f"{tfmot['b256 speed-up']}; test accuracy netsculpt − tfmot {verdict[1]}."
+        )
+
+    return bullet
 
 
 def detection(b: str) -> str:
@@ -234,6 +283,9 @@ BULLETS: list[tuple[str, Callable[[str], str]]] = [
     ("cut_grow", cut_grow),
     ("merge", merge),
     ("transformers", transformers),
+    ("llm-calibrated", llm_calibrated),
+    ("keras-digits-tensorflow", keras_digits("tensorflow")),
+    ("keras-digits-torch", keras_digits("torch")),
     ("llama7b-meta", llama7b_meta),
 ]
 
@@ -246,7 +298,7 @@ def render(results: str) -> str:
     ]
     for name, fn in BULLETS:
         if name in found:
-            lines.append(f"- {fn(found[name])} _[{name}, `{commit(name, found[name])}`]_")
+            lines.append(f"- {fn(found[name])} _[{name}, {commit(name, found[name])}]_")
     return "\n".join([*lines, END])
 
 
