@@ -74,7 +74,7 @@ format: $(VENV)/.test
 # benchmarks/README.md). BENCH_JOBS: processes for the scripts that take --jobs (2 cores here).
 BENCH_JOBS ?= 2
 BENCH_TARGETS := bench-zoo bench-speedup bench-heal bench-cut-grow bench-merge bench-hf \
-	bench-llama7b-meta bench-default-importance bench-optimize
+	bench-llama7b-meta bench-default-importance bench-optimize bench-optimize-latency
 
 .PHONY: $(BENCH_TARGETS)
 bench: $(BENCH_TARGETS)
@@ -97,6 +97,8 @@ bench-default-importance: $(VENV)/.bench
 	$(PY) benchmarks/default_importance.py
 bench-optimize: $(VENV)/.bench
 	$(PY) benchmarks/optimize.py
+bench-optimize-latency: $(VENV)/.bench
+	$(PY) benchmarks/optimize_latency.py
 
 clean:
 	rm -rf $(VENV) $(VENV_TF) build dist src/*.egg-info

@@ -27,6 +27,8 @@ Smoke runs:
   Torch-Pruning rows.
 - ``optimize.py``: ``--smoke`` (2 blocks of width 16, one epoch, no Torch-Pruning) still trains
   the CNN and runs three searches with latency bisections (3 min on this machine).
+- ``optimize_latency.py``: runs ``ns.optimize`` for a latency budget on torchvision models;
+  even mobilenet_v2 at 32×32, batch 1, with a 20 s time budget takes 2.5 min here.
 - ``measured.py``: not a measurement; ``tests/benchmarks/test_measured.py`` runs its function
   on RESULTS.md and README.md directly.
 - ``merge.py``: ``--quick`` still measures resnet50 / mobilenet_v2 latencies and trains the
@@ -62,6 +64,7 @@ SCRIPTS: dict[str, tuple[str, str] | None] = {
     "measured.py": None,
     "merge.py": None,
     "optimize.py": None,
+    "optimize_latency.py": None,
     "speedup.py": None,
     "zoo.py": ("--only resnet18 --no-torch-pruning", "resnet18                 pass"),
 }
