@@ -82,7 +82,7 @@ format: $(VENV)/.test
 BENCH_JOBS ?= 2
 BENCH_TARGETS := bench-zoo bench-speedup bench-heal bench-cut-grow bench-merge bench-hf \
 	bench-llama7b-meta bench-default-importance bench-optimize bench-timm-zoo bench-detection \
-	bench-rnn bench-llmcompressor bench-keras
+	bench-rnn bench-llmcompressor bench-keras bench-optimize-latency
 
 .PHONY: $(BENCH_TARGETS)
 bench: $(BENCH_TARGETS)
@@ -132,6 +132,8 @@ bench-llmcompressor: $(VENV)/.bench $(VENV_LLMC)/.llmc
 bench-keras: $(VENV)/.bench $(VENV_TF)/.bench-keras
 	KERAS_BACKEND=tensorflow $(VENV_TF)/bin/python benchmarks/keras_digits.py
 	KERAS_BACKEND=torch $(PY) benchmarks/keras_digits.py --tfmot-python $(VENV_TF)/bin/python
+bench-optimize-latency: $(VENV)/.bench
+	$(PY) benchmarks/optimize_latency.py
 
 clean:
 	rm -rf $(VENV) $(VENV_TF) $(VENV_LLMC) build dist src/*.egg-info

@@ -255,6 +255,25 @@ def rnn(b: str) -> str:
     )
 
 
+def optimize(b: str) -> str:
+    parts = []
+    for target in ("2×", "3×"):
+        cells = []
+        for method in ("optimize", "tp-l2", "prune-activation", "cut"):
+            r = row("optimize", b, **{"speed-up": target, "method": method})
+            cells.append(f"{method} {r['test acc, KD heal'].split()[0]}")
+        lat = row("optimize", b, **{"speed-up": target, "method": "optimize"})
+        parts.append(f"{target}: " + ", ".join(cells) + f" (optimize's latency × base "
+                     f"{lat['latency (× base)']})")  # fmt: skip
+    setting = find("optimize", b, r"\n\n(\d+ residual blocks of width \d+ trained \d+ epochs)")[1]
+    return (
+        f"**optimize to a latency target** (`optimize.py`, {setting}, 3 seeds, KD-healed test "
+        "accuracy; latencies measured on a shared machine, spread in brackets): "
+        + "; ".join(parts)
+        + "."
+    )
+
+
 def llama7b_meta(b: str) -> str:
     r = tables(b)[0][0]
     return (
@@ -279,6 +298,7 @@ BULLETS: list[tuple[str, Callable[[str], str]]] = [
     ("rnn", rnn),
     ("speedup", speedup),
     ("heal", heal),
+    ("optimize", optimize),
     ("default-importance", default_importance),
     ("cut_grow", cut_grow),
     ("merge", merge),

@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import copy
 import statistics
+import sys
 import time
 
 import torch
@@ -112,7 +113,8 @@ def run_seed(args, seed: int, test) -> list[dict]:
     def latency(m: nn.Module) -> float:
         return timer(m, xb)
 
-    base_ms, base_acc = latency(base), accuracy(base, *test)
+    base_ms = statistics.median(latency(base) for _ in range(3))  # the noisiest one
+    base_acc = accuracy(base, *test)
     rows = []
     for s in args.speedups:
         t0 = time.perf_counter()
@@ -120,7 +122,7 @@ def run_seed(args, seed: int, test) -> list[dict]:
         rep = ns.optimize(opt, X, data=calib, target_latency=1 / s, latency_batch=args.batch,
                           threads=args.threads, heal_steps=args.heal_steps, seed=seed,
                           time_budget=args.time_budget, progress=not args.quiet)  # fmt: skip
-        goal = latency(opt)
+        goal = statistics.median(latency(opt) for _ in range(3))  # what the others match
         models = {"optimize": (opt, time.perf_counter() - t0, rep.details["stop"])}
         if not args.no_torch_pruning:
             t0 = time.perf_counter()
@@ -167,25 +169,48 @@ def cut_to(base, calib, latency, goal, blocks):
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| speed-up | method | latency (× base) | test acc, no heal | test acc, KD heal | "
-             "search s |", "|---|---|---|---|---|---|"]  # fmt: skip
+    lines = ["| speed-up | method | latency (× base) | speed-up ÷ target | test acc, no heal | "
+             "test acc, KD heal | search s |", "|---|---|---|---|---|---|---|"]  # fmt: skip
     for s in sorted({r["speedup"] for r in rows if r["method"] != "base"}):
         for name in METHODS:
             rs = [r for r in rows if r["speedup"] == s and r["method"] == name and "acc" in r]
             if not rs:
                 continue
 
-            def ms(key: str, rs: list = rs) -> str:
-                v = [r[key] for r in rs]
+            def ms(key: str, rs: list = rs, f=lambda v: v) -> str:
+                v = [f(r[key]) for r in rs]
                 sd = statistics.pstdev(v) if len(v) > 1 else 0.0
                 return f"{statistics.mean(v):.3f} ± {sd:.3f}"
 
-            lines.append(f"| {s}× | {name} | {ms('latency')} | {ms('acc_before_heal')} | "
+            lines.append(f"| {s:g}× | {name} | {ms('latency')} | "
+                         f"{ms('latency', f=lambda v, s=s: 1 / v / s)} | {ms('acc_before_heal')} | "
                          f"{ms('acc')} | {statistics.mean(r['seconds'] for r in rs):.0f} |")  # fmt: skip
     base = [r for r in rows if r["method"] == "base"]
     lines.append(f"\nbase: test accuracy {statistics.mean(r['acc'] for r in base):.3f}, "
                  f"{statistics.mean(r['base_ms'] for r in base):.1f} ms")  # fmt: skip
-    return "\n".join(lines)
+    return "\n".join(lines + [""] + paired(rows))
+
+
+def paired(rows: list[dict]) -> list[str]:
+    """Per target: optimize against every other row, seed by seed (test accuracy after the KD
+    heal), and the stop reasons of the searches."""
+    out = []
+    for s in sorted({r["speedup"] for r in rows if r["method"] != "base"}):
+        opt = {r["seed"]: r for r in rows if r["speedup"] == s and r["method"] == "optimize"}
+        stops = [str(r["note"]) for r in opt.values()]
+        out.append(f"- {s:g}×: optimize stopped at "
+                   + ", ".join(f"{k} ({stops.count(k)})" for k in sorted(set(stops))))  # fmt: skip
+        for name in METHODS[1:]:
+            pairs = [(opt[r["seed"]]["acc"], r["acc"]) for r in rows if r["speedup"] == s
+                     and r["method"] == name and "acc" in r and "acc" in opt.get(r["seed"], {})]  # fmt: skip
+            if not pairs:
+                continue
+            wins = sum(a > b for a, b in pairs)
+            diff = statistics.mean(a - b for a, b in pairs)
+            verdict = "loses" if diff < 0 else "wins"
+            out.append(f"  - vs {name}: optimize {verdict} on the mean ({diff * 100:+.1f} pp), "
+                       f"higher on {wins} of {len(pairs)} seeds")  # fmt: skip
+    return out
 
 
 def main() -> None:
@@ -213,12 +238,23 @@ def main() -> None:
         args.test_samples, args.no_torch_pruning, args.no_write = 2000, True, True
     x, y = mnist1d_samples(args.test_samples, seed=43)
     test = (torch.from_numpy(x), torch.from_numpy(y))
+    command = " ".join(["python", "benchmarks/optimize.py", *sys.argv[1:]])
+    t0 = time.perf_counter()
     rows = [r for seed in args.seeds for r in run_seed(args, seed, test)]
     text = table(rows)
+    settings = (
+        f"{args.blocks} residual blocks of width {args.width} trained {args.epochs} epochs; "
+        f"latency at batch {args.batch}, {args.threads} threads, median of {args.rounds} rounds "
+        f"(a shared 2-core machine: other processes ran alongside); optimize's heals "
+        f"{args.heal_steps} steps, time budget {args.time_budget:g} s; every row then "
+        f"{args.final_heal} KD steps from the unpruned model; test: {args.test_samples} fresh "
+        f"samples; seeds {' '.join(map(str, args.seeds))}; "
+        f"{(time.perf_counter() - t0) / 60:.1f} min in all."
+    )
     print(text)
     if not args.no_write:
         write_section(
-            "optimize", stamp("benchmarks/optimize.py", ("torch_pruning",)) + "\n\n" + text
+            "optimize", stamp(command, ("torch_pruning",)) + "\n\n" + settings + "\n\n" + text
         )
 
 

@@ -35,6 +35,8 @@ Smoke runs:
   each in its own process (11 min on this machine while shared).
 - ``llm_ppl.py``: scores a checkpoint folder another script wrote.
 - ``llmc_anchor.py``: runs in llm-compressor's own venv (``make bench-llmcompressor``).
+- ``optimize_latency.py``: runs ``ns.optimize`` for a latency budget on torchvision models;
+  even mobilenet_v2 at 32×32, batch 1, with a 20 s time budget takes 2.5 min here.
 - ``measured.py``: not a measurement; ``tests/benchmarks/test_measured.py`` runs its function
   on RESULTS.md and README.md directly.
 - ``merge.py``: ``--quick`` still measures resnet50 / mobilenet_v2 latencies and trains the
@@ -80,6 +82,7 @@ SCRIPTS: dict[str, tuple[str, str] | None] = {
     "merge.py": None,
     "optimize.py": None,
     "rnn.py": None,
+    "optimize_latency.py": None,
     "speedup.py": None,
     "timm_zoo.py": None,
     "zoo.py": ("--only resnet18 --no-torch-pruning", "resnet18                 pass"),
