@@ -1,6 +1,6 @@
 """Every section of ``benchmarks/RESULTS.md`` is one that a script in ``benchmarks/`` writes, and
 every stamp line in it (``benchmarks/_results.stamp``) names a commit of this repository's
-history. (Four sections written before stamps existed, cut_grow, transformers, zoo and speedup,
+history. (Three sections written before stamps existed, cut_grow, transformers and zoo,
 have none yet; README's generated list marks them "no stamp".)"""
 
 from __future__ import annotations
