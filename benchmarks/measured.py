@@ -56,10 +56,12 @@ def find(name: str, body: str, pattern: str) -> re.Match:
     return m
 
 
-def row(name: str, body: str, **match: str) -> dict[str, str]:
+def row(name: str, body: str, exact: bool = False, **match: str) -> dict[str, str]:
+    """The first table row whose cells start with (``exact``: equal) the given values."""
     for t in tables(body):
         for r in t:
-            if all(r.get(k, "").startswith(v) for k, v in match.items()):
+            if all((r.get(k) == v) if exact else r.get(k, "").startswith(v)
+                   for k, v in match.items()):  # fmt: skip
                 return r
     raise Missing(f"benchmarks/RESULTS.md section {name!r}: no table row with {match}")
 
@@ -109,10 +111,8 @@ def speedup(b: str) -> str:
             "Torch-Pruning + BN fold",
         ):
             try:
-                r = row("speedup", b, model=model, tool=tool)
-            except Missing:
-                continue
-            if r["tool"] != tool:
+                r = row("speedup", b, exact=True, model=model, tool=tool)
+            except Missing:  # an older section has no Torch-Pruning + BN fold row
                 continue
             cells.append(f"{tool} {r['speed-up ÷ ideal b=16']}")
         parts.append(f"{model}: " + ", ".join(cells))

@@ -191,6 +191,13 @@ def add_config_arguments(
             target.add_argument(*flags, dest=name, type=kind, help=doc + tail, **extra)
 
 
+def split_names(text: str | list | tuple | None) -> tuple[str, ...]:
+    """Names or globs from a flag: a list (``nargs``) and / or comma-separated text."""
+    if isinstance(text, (list, tuple)):
+        text = ",".join(text)
+    return tuple(n.strip() for n in (text or "").split(",") if n.strip())
+
+
 def config_overrides(args, names: list[str]) -> dict[str, Any]:
     """The config fields the user set on the command line (unset flags are left out)."""
     return {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from netsculpt.cli._common import split_names
 from netsculpt.errors import InputError
 
 COMMANDS = ("prune", "cut", "merge", "grow", "analyze", "heal", "evaluate")
@@ -109,12 +110,6 @@ def _example(model: Any, data: tuple | None) -> np.ndarray:
     return np.random.default_rng(0).standard_normal((1, *shapes[0][1:])).astype(np.float32)
 
 
-def _names(text: str | list | None) -> tuple[str, ...]:
-    if isinstance(text, (list, tuple)):
-        text = ",".join(text)
-    return tuple(n.strip() for n in (text or "").split(",") if n.strip())
-
-
 def _given(args: argparse.Namespace, names: dict[str, str]) -> dict[str, Any]:
     """``{verb keyword: value}`` for each flag in ``names`` (flag dest -> keyword) that is set."""
     return {
@@ -139,13 +134,12 @@ def _prune(args: argparse.Namespace) -> dict[str, Any]:
 def _cut(args: argparse.Namespace) -> dict[str, Any]:
     from netsculpt.cli._common import config_overrides
     from netsculpt.cli.cut import CHOICE, FIELDS
-    from netsculpt.cli.cut import _names as names  # names, globs: lists or comma-separated
 
     kw = config_overrides(args, CHOICE + FIELDS)
     if kw.get("blocks"):
-        kw["blocks"] = names(kw["blocks"])
-    if names(args.protect):
-        kw["ignore"] = names(args.protect)
+        kw["blocks"] = split_names(kw["blocks"])
+    if split_names(args.protect):
+        kw["ignore"] = split_names(args.protect)
     if getattr(args, "keep_bn_stats", False):
         kw["recalibrate_bn"] = False
     return kw
@@ -162,7 +156,7 @@ def _grow(args: argparse.Namespace) -> dict[str, Any]:
     from netsculpt.cli.grow import FIELDS
 
     kw = config_overrides(args, FIELDS)
-    kw["where"] = args.where if args.where == "auto" else list(_names(args.where))
+    kw["where"] = args.where if args.where == "auto" else list(split_names(args.where))
     return kw
 
 

@@ -18,6 +18,7 @@ from netsculpt.cli._common import (
     measure_before,
     refuse_program,
     save_model,
+    split_names,
     write_report,
 )
 from netsculpt.cli._common import (
@@ -64,12 +65,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_latency_argument(parser)
 
 
-def _names(text: str | None) -> tuple[str, ...]:
-    if isinstance(text, (list, tuple)):
-        text = ",".join(text)
-    return tuple(n.strip() for n in (text or "").split(",") if n.strip())
-
-
 def run(args: argparse.Namespace) -> int:
     from netsculpt import cut
     from netsculpt.data import load_dataset, make_loader
@@ -90,10 +85,10 @@ def run(args: argparse.Namespace) -> int:
     with progress.step(f"cut {_short(args.model)}"):
         options = config_overrides(args, CHOICE + FIELDS)
         if options.get("blocks"):
-            options["blocks"] = _names(options["blocks"])
+            options["blocks"] = split_names(options["blocks"])
         if args.keep_bn_stats:
             options["recalibrate_bn"] = False
-        report = cut(model, example_inputs, data=data, ignore=_names(args.protect), **options)
+        report = cut(model, example_inputs, data=data, ignore=split_names(args.protect), **options)
     measure_after(report, before, model, example_inputs)
     print(report)
     save_model(model, args.output, args.model, source)
