@@ -32,10 +32,13 @@ def write_section(name: str, text: str) -> None:
     path.write_text(new)
 
 
-def stamp(command: str, anchors: tuple[str, ...] = ()) -> str:
+def stamp(command: str, anchors: tuple[str, ...] = (), anchor_python: str | None = None) -> str:
     """The line that opens every section: commit (``dirty`` when tracked files other than
     RESULTS.md have changes), date,
-    torch and anchor versions, threads, CPU and the exact command."""
+    torch and anchor versions, threads, CPU and the exact command.
+
+    ``anchor_python``: the interpreter whose environment holds the anchors, when they run in a
+    venv of their own (tfmot in the TensorFlow venv); by default the running one."""
     import datetime
     import importlib.metadata as md
     import platform
@@ -57,11 +60,13 @@ def stamp(command: str, anchors: tuple[str, ...] = ()) -> str:
                   ":(top,exclude)benchmarks/RESULTS.md")  # fmt: skip
     dirty = " (dirty)" if changed else ""
     versions = [f"torch {torch.__version__}"]
+    found = _versions(anchors, anchor_python) if anchor_python else {}
     for name in anchors:
         try:
-            versions.append(f"{name} {md.version(name)}")
+            v = found[name] if anchor_python else md.version(name)
         except md.PackageNotFoundError:
-            versions.append(f"{name} not installed")
+            v = None
+        versions.append(f"{name} {v}" if v else f"{name} not installed")
     cpu = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo") as f:
@@ -75,3 +80,25 @@ def stamp(command: str, anchors: tuple[str, ...] = ()) -> str:
         f"_Stamp: commit `{commit}`{dirty}, {date}, {', '.join(versions)}, "
         f"{torch.get_num_threads()} thread(s), {cpu}; command: `{command}`_"
     )
+
+
+def _versions(names: tuple[str, ...], python: str) -> dict[str, str | None]:
+    """The installed versions of ``names`` in the environment of the interpreter ``python``."""
+    import json
+    import subprocess
+
+    code = (
+        "import importlib.metadata as m, json, sys\n"
+        "def v(n):\n"
+        "    try:\n"
+        "        return m.version(n)\n"
+        "    except m.PackageNotFoundError:\n"
+        "        return None\n"
+        "print(json.dumps({n: v(n) for n in sys.argv[1:]}))"
+    )
+    try:
+        out = subprocess.run([python, "-c", code, *names], capture_output=True, text=True,
+                             check=True).stdout  # fmt: skip
+        return json.loads(out)
+    except (OSError, subprocess.CalledProcessError, ValueError):
+        return dict.fromkeys(names)

@@ -215,7 +215,7 @@ def report(rows: list[dict], infos: list[dict], a: argparse.Namespace, backend: 
     cmd = f"KERAS_BACKEND={backend} python benchmarks/keras_digits.py " + " ".join(sys.argv[1:])
     anchors = ("keras", "tensorflow-cpu", "tensorflow-model-optimization", "tf-keras")
     lines = [f"## Keras: digits CNN, 50% MACs + heal ({backend} backend)", "",
-             stamp(cmd.strip(), anchors), "",
+             stamp(cmd.strip(), anchors, a.tfmot_python), "",
              f"Seeds {a.seeds}; base CNN trained {a.epochs} epochs (Adam {LR}, batch {BATCH}); "
              f"heal {a.heal_epochs} epochs, same optimizer for every row. Latency: Keras "
              "`predict_on_batch`, 1 thread, median of "
