@@ -23,6 +23,7 @@ import argparse
 import copy
 import math
 import signal
+import statistics
 import sys
 import time
 import warnings
@@ -213,51 +214,54 @@ def log(msg: str) -> None:
 
 
 def run(
-    kind: str, size: str, steps: int, heal: int, heal_lr: float = 1e-3, layers: int = 12
-) -> list[str]:
-
+    kind: str,
+    size: str,
+    steps: int,
+    heal: int,
+    heal_lr: float = 1e-3,
+    layers: int = 12,
+    seed: int = 0,
+) -> dict:
+    """One model trained with ``seed`` and every row measured on it: a dict of figures (the
+    table is made in :func:`table`, over the seeds). The held-out test batches are the same
+    for every seed; initialisation, training order, calibration and heal batches are not."""
     import netsculpt as ns
     import netsculpt.hf as nhf
     from netsculpt.hf.layers import cut_layers, drop_layers
 
     torch.set_num_threads(1)
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     tr, te = corpus()
     model = make(kind, size, layers)
     t0 = time.perf_counter()
-    train(model, batches(tr, steps, 0), 2e-3, warmup=steps // 10)
+    train(model, batches(tr, steps, 100 * seed), 2e-3, warmup=steps // 10)
     train_s = time.perf_counter() - t0
-    test, calib = batches(te, N_TEST, 1), batches(tr, N_CALIB, 2)
-    heal_data = batches(tr, heal, 3)
+    test = batches(te, N_TEST, 1)
+    calib, heal_data = batches(tr, N_CALIB, 100 * seed + 2), batches(tr, heal, 100 * seed + 3)
     with torch.no_grad():
         ref = [model(**b).logits.argmax(-1) for b in test]
     base, _ = evaluate(model, test, None)
     n_layers = len(nhf.layer_widths(model)["layers"])
     drop = n_layers // 4
     x = {"input_ids": calib[0]["input_ids"][:2]}
-    log(f"{kind}: trained in {train_s:.0f} s, ppl {base:.2f}")
-    lines = [
-        f"\n**{kind}** (width {model.config.hidden_size}, {shape(model)}): **{params(model) / 1e6:.2f} M** params, trained {steps} "
-        f"steps of {BATCH}×{SEQ} tokens ({train_s:.0f} s); dense perplexity **{base:.2f}**.\n",
-        "| method | params | layers removed | prune step | ppl (no heal) | ppl (healed) "
-        "| top-1 agreement (no heal / healed) |",
-        "|---|---|---|---|---|---|---|",
-    ]
+    log(f"{kind} seed {seed}: trained in {train_s:.0f} s, ppl {base:.2f}")
+    out = {"kind": kind, "seed": seed, "width": model.config.hidden_size, "shape": shape(model),
+           "params": params(model), "train_s": train_s, "base": base, "rows": []}  # fmt: skip
 
-    def row(name: str, m, removed: str, prune_s: float, do_heal: bool = True, note: str = ""):
+    def row(key: str, name: str, m, removed: str, prune_s: float, do_heal: bool = True,
+            note: str = "") -> None:  # fmt: skip
         p0, a0 = evaluate(m, test, ref)
+        p1 = a1 = None
         if do_heal:
             train(m, heal_data, heal_lr)
             p1, a1 = evaluate(m, test, ref)
-            healed, agree = f"{p1:.2f}", f"{a0:.3f} / {a1:.3f}"
-        else:
-            healed, agree = "–", f"{a0:.3f} / –"
-        lines.append(f"| {name} | {params(m) / 1e6:.3f} M{note} | {removed} | {prune_s:.1f} s | "
-                     f"{p0:.2f} | {healed} | {agree} |")  # fmt: skip
-        log(f"{kind}: {name}: {p0:.2f} -> {healed}")
+        out["rows"].append({"key": key, "name": name, "params": params(m), "note": note,
+                            "removed": removed, "prune_s": prune_s, "p0": p0, "p1": p1,
+                            "a0": a0, "a1": a1})  # fmt: skip
+        log(f"{kind} seed {seed}: {name}: {p0:.2f} -> {p1 if p1 is None else round(p1, 2)}")
 
     # the heal steps also keep training a briefly trained model: the dense model healed alike
-    row("dense + the same heal (reference)", copy.deepcopy(model), "–", 0.0)
+    row("dense", "dense + the same heal (reference)", copy.deepcopy(model), "–", 0.0)
     names = {
         "influence": "cut: block influence (ShortGPT)",
         "angular": "cut: angular distance (Gromov)",
@@ -272,7 +276,7 @@ def run(
             drop_layers(m, removed)
         else:
             removed = cut_layers(m, calib, drop, crit)
-        row(name, m, str(sorted(removed)), time.perf_counter() - t0)
+        row(crit, name, m, str(sorted(removed)), time.perf_counter() - t0)
     # width: 30% of heads and MLP channels (uniform, so the config stays HF-compatible)
     target = None
     for imp in ("l2", "activation"):
@@ -282,7 +286,7 @@ def run(
                   data=calib if imp != "l2" else None)  # fmt: skip
         wall = time.perf_counter() - t0
         target = target or params(m)
-        row(f"netsculpt prune 30% heads + MLP ({imp}, uniform) → {shape(m)}", m, "–", wall)
+        row(imp, f"netsculpt prune 30% heads + MLP ({imp}, uniform) → {shape(m)}", m, "–", wall)
     try:  # the installed distribution's version: torch_pruning.__version__ says 1.6.0 in 1.6.1
         name = f"Torch-Pruning {version('torch-pruning')} LLM recipe, heads + MLP"
     except PackageNotFoundError:  # the row below then reports the ImportError
@@ -292,17 +296,75 @@ def run(
     try:
         m, ratio, wall = tp_prune_matched(model, x["input_ids"][:1], target)
         signal.alarm(0)
-        row(f"{name} (head ratio 0.3, MLP ratio {ratio:.3f}) → {shape(m)}", m, "–", wall)
+        row("tp", f"{name} (head ratio 0.3, MLP ratio {ratio:.3f}) → {shape(m)}", m, "–", wall)
     except Exception as e:  # report, do not hide
         signal.alarm(0)
         msg = f"{type(e).__name__}: {str(e).splitlines()[0][:110] if str(e) else ''}"
-        lines.append(f"| {name} | – | – | – | failed: `{msg}` | – | – |")
-        log(f"{kind}: Torch-Pruning failed: {msg}")
+        out["rows"].append({"key": "tp", "name": name, "failed": msg})
+        log(f"{kind} seed {seed}: Torch-Pruning failed: {msg}")
     m = copy.deepcopy(model)
     t0 = time.perf_counter()
     ns.prune(m, x, pattern="2:4", importance="activation", data=calib, remove_dead=False)
-    row("netsculpt 2:4 (Wanda)", m, "–", time.perf_counter() - t0, do_heal=False,
+    row("2:4", "netsculpt 2:4 (Wanda)", m, "–", time.perf_counter() - t0, do_heal=False,
         note=" (50% zeros in Linear)")  # fmt: skip
+    return out
+
+
+def _ms(values: list[float], fmt: str = "{:.2f}") -> str:
+    """Mean ± std over the seeds (the single value when there is one seed or they are equal)."""
+    if len(set(values)) == 1:
+        return fmt.format(values[0])
+    return f"{fmt.format(statistics.mean(values))} ± {fmt.format(statistics.stdev(values))}"
+
+
+def table(runs: list[dict], steps: int) -> list[str]:
+    """One model's table over its seeds: mean ± std of each figure, layers removed per seed,
+    then paired differences against Torch-Pruning (healed perplexity, lower is better)."""
+    r0, seeds = runs[0], [r["seed"] for r in runs]
+    label = f"seeds {', '.join(map(str, seeds))}" if len(seeds) > 1 else f"one seed ({seeds[0]})"
+    lines = [
+        f"\n**{r0['kind']}** (width {r0['width']}, {r0['shape']}): **{r0['params'] / 1e6:.2f} M** "
+        f"params, trained {steps} steps of {BATCH}×{SEQ} tokens "
+        f"({_ms([r['train_s'] for r in runs], '{:.0f}')} s); {label}; dense perplexity "
+        f"**{statistics.mean(r['base'] for r in runs):.2f}**"
+        + (f" ± {statistics.stdev(r['base'] for r in runs):.2f}." if len(runs) > 1 else ".")
+        + "\n",
+        "| method | params | layers removed | prune step | ppl (no heal) | ppl (healed) "
+        "| top-1 agreement (no heal / healed) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    by_key = [{x["key"]: x for x in r["rows"]} for r in runs]
+    for key in by_key[0]:
+        rows = [b[key] for b in by_key]
+        if any("failed" in x for x in rows):
+            msg = next(x["failed"] for x in rows if "failed" in x)
+            n = sum("failed" in x for x in rows)
+            lines.append(f"| {rows[0]['name']} | – | – | – | failed on {n} of {len(rows)} "
+                         f"seed(s): `{msg}` | – | – |")  # fmt: skip
+            continue
+        names = {x["name"] for x in rows}
+        name = rows[0]["name"] if len(names) == 1 else " / ".join(sorted(names))
+        removed = rows[0]["removed"] if len({x["removed"] for x in rows}) == 1 else "; ".join(
+            x["removed"] for x in rows)  # fmt: skip
+        healed = rows[0]["p1"] is not None
+        p1 = _ms([x["p1"] for x in rows]) if healed else "–"
+        a1 = _ms([x["a1"] for x in rows], "{:.3f}") if healed else "–"
+        lines.append(
+            f"| {name} | {_ms([x['params'] / 1e6 for x in rows], '{:.3f}')} M{rows[0]['note']} | "
+            f"{removed} | {_ms([x['prune_s'] for x in rows], '{:.1f}')} s | "
+            f"{_ms([x['p0'] for x in rows])} | {p1} | {_ms([x['a0'] for x in rows], '{:.3f}')} / "
+            f"{a1} |"
+        )
+    tp = [b.get("tp") for b in by_key]
+    if len(runs) > 1 and all(t is not None and "failed" not in t for t in tp):
+        lines.append("")
+        for key in ("l2", "activation"):
+            diff = [b[key]["p1"] - t["p1"] for b, t in zip(by_key, tp)]
+            won = sum(d < 0 for d in diff)
+            lines.append(
+                f"- Paired, healed perplexity, netsculpt {key} − Torch-Pruning: "
+                f"{_ms(diff)} (netsculpt lower on {won} of {len(diff)} seeds)."
+            )
     return lines
 
 
@@ -344,20 +406,24 @@ def main() -> None:
     ap.add_argument("--heal-lr", type=float, default=1e-3)
     ap.add_argument("--layers", type=int, default=12, help="decoder layers of each model")
     ap.add_argument("--models", default="gpt2,llama")
-    ap.add_argument("--jobs", type=int, default=1, help="models run in parallel (1 thread each)")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2],
+                    help="one model trained per seed; tables give mean ± std")  # fmt: skip
+    ap.add_argument("--jobs", type=int, default=1,
+                    help="(model, seed) runs in parallel (1 thread each)")  # fmt: skip
     ap.add_argument("--no-write", action="store_true", help="print only, leave RESULTS.md")
     args = ap.parse_args()
     torch.set_num_threads(1)
     kinds = args.models.split(",")
-    jobs = [(k, args.size, args.steps, args.heal, args.heal_lr, args.layers) for k in kinds]
+    jobs = [(k, args.size, args.steps, args.heal, args.heal_lr, args.layers, seed)
+            for k in kinds for seed in args.seeds]  # fmt: skip
     t0 = time.perf_counter()
     if args.jobs > 1:
         import multiprocessing as mp
 
         with mp.get_context("fork").Pool(min(args.jobs, len(jobs))) as pool:
-            parts = pool.map(_run_star, jobs)
+            done = pool.map(_run_star, jobs)
     else:
-        parts = [run(*j) for j in jobs]
+        done = [run(*j) for j in jobs]
     total = time.perf_counter() - t0
     layers = "" if args.layers == 12 else f" --layers {args.layers}"
     lines = [
@@ -366,11 +432,11 @@ def main() -> None:
         stamp(
             f"python benchmarks/hf_llm.py --size {args.size} --steps {args.steps} --heal "
             f"{args.heal} --heal-lr {args.heal_lr:g}{layers} --models {args.models} "
-            f"--jobs {args.jobs}"
+            f"--seeds {' '.join(map(str, args.seeds))} --jobs {args.jobs}"
         ),
         "",
         f"Generated by `benchmarks/hf_llm.py --size {args.size} --steps {args.steps} "
-        f"--heal {args.heal} --heal-lr {args.heal_lr:g}{layers}` (CPU, 1 thread per model, {args.jobs} model(s) at a time, "
+        f"--heal {args.heal} --heal-lr {args.heal_lr:g}{layers} --seeds {' '.join(map(str, args.seeds))}` (CPU, 1 thread per run, {args.jobs} run(s) at a time, "
         f"{total / 60:.0f} min in all on a shared 2-core machine, so wall times are indicative "
         f"only). Models trained from scratch on the byte-level stdlib docstring corpus "
         f"(vocab 256), 90/10 split; perplexity on {N_TEST} held-out batches of {BATCH}×{SEQ} "
@@ -378,10 +444,12 @@ def main() -> None:
         f"equals the dense model's. Layer criteria score on {N_CALIB} calibration batches and "
         f"remove 25% of the layers; every structured row is healed with the same {args.heal} "
         f"LM steps (peak lr {args.heal_lr:g}, cosine; the first row heals the dense model alike). "
-        f"Prune step = wall time of the scoring + surgery call.",
+        f"Prune step = wall time of the scoring + surgery call. Each seed trains its own model "
+        f"(initialisation, training order, calibration and heal batches); figures are mean ± std "
+        f"over the seeds, on the same test batches.",
     ]
-    for part in parts:
-        lines += part
+    for kind in kinds:
+        lines += table([d for d in done if d["kind"] == kind], args.steps)
     if "llama" in kinds:
         lines.append(NOTES.rstrip())
     section = "\n".join(lines) + "\n"

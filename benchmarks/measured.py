@@ -187,7 +187,9 @@ def transformers(b: str) -> str:
             f"{model} (dense {dense}): netsculpt 30% heads + MLP {ours['ppl (no heal)']} → "
             f"{ours['ppl (healed)']} after the same heal, {theirs}"
         )
-    return "**LLM width pruning** (`hf_llm.py`, perplexity, one seed): " + "; ".join(parts) + "."
+    seeds = re.search(r"; (seeds [\d, ]+); dense perplexity", b)
+    label = f"mean of {seeds[1]}" if seeds else "one seed"
+    return f"**LLM width pruning** (`hf_llm.py`, perplexity, {label}): " + "; ".join(parts) + "."
 
 
 def llm_calibrated(b: str) -> str:
