@@ -13,7 +13,12 @@ and the reason for each failure. The same model pruned by Torch-Pruning 1.6.1
 (``pruning_ratio=0.5``, ``GroupMagnitudeImportance(p=2)``, classifier ignored) when it is
 installed, judged by the same shape / finite / MACs rules (it has no save format of its own).
 
-    python benchmarks/zoo.py [--only resnet18 swin_t] [--no-torch-pruning]
+Each tool prunes each model in a forked child process with a time limit (``--timeout``,
+``--tp-timeout``): Torch-Pruning 1.6.1's dependency search never returns on some models (it
+grows its index maps without end on maxvit_t), and such a run is a failure of its row, not of
+the benchmark.
+
+    python benchmarks/zoo.py [--only resnet18 swin_t] [--no-torch-pruning] [--tp-timeout 300]
 """
 
 from __future__ import annotations
@@ -131,10 +136,37 @@ def _try(fn, name):
         gc.collect()
 
 
+def _isolated(fn, name: str, timeout: float) -> dict:
+    """``_try(fn, name)`` in a forked child: its result, or a failure when it runs past
+    ``timeout`` seconds or dies (killed for memory, for instance)."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("fork")
+    recv, send = ctx.Pipe(duplex=False)
+    child = ctx.Process(target=lambda: send.send(_try(fn, name)), daemon=True)
+    child.start()
+    send.close()
+    try:
+        if recv.poll(timeout):
+            return recv.recv()
+        error = f"timeout after {timeout:.0f} s"
+    except EOFError:  # the child ended without sending: it was killed
+        child.join(5)
+        error = f"process died (exit code {child.exitcode})"
+    finally:
+        if child.is_alive():
+            child.kill()
+        child.join(5)
+        recv.close()
+    return {"ok": False, "error": error, "where": ""}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--only", nargs="*", help="these models only (default: every classifier)")
     p.add_argument("--no-torch-pruning", action="store_true", help="netsculpt column only")
+    p.add_argument("--timeout", type=float, default=1800, help="seconds per netsculpt run")
+    p.add_argument("--tp-timeout", type=float, default=300, help="seconds per Torch-Pruning run")
     args = p.parse_args()
     import torchvision
 
@@ -148,11 +180,12 @@ def main() -> None:
         with_tp = False
     command = "python benchmarks/zoo.py" + (f" --only {' '.join(args.only)}" if args.only else "")
     command += " --no-torch-pruning" if args.no_torch_pruning else ""
+    command += f" --timeout {args.timeout:g} --tp-timeout {args.tp_timeout:g}"
     stamp_line = stamp(command, ("torch_pruning",) if with_tp else ())
     rows, t_all = [], time.perf_counter()
     for name in names:
-        r = _try(ours, name)
-        t = _try(prune_with_tp, name) if with_tp else None
+        r = _isolated(ours, name, args.timeout)
+        t = _isolated(prune_with_tp, name, args.tp_timeout) if with_tp else None
         rows.append((name, r, t))
         status = "pass" if r["ok"] else f"FAIL {r.get('error')}"
         tp_status = (
