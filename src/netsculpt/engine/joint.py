@@ -250,8 +250,9 @@ def _adopted(rec: _Recorder, key: tuple[int, int]) -> bool:
     return any(keys == [key] for keys in rec.adopt.values())
 
 
-def _forward(self: nn.Module, *flat: torch.Tensor) -> tuple:
-    """The program's forward: each step on its linked, recorded or constant inputs."""
+def _forward(self: nn.Module, *flat: torch.Tensor, **_hf: Any) -> tuple:
+    """The program's forward: each step on its linked, recorded or constant inputs (keyword
+    inputs added for a Hugging Face model, ``use_cache``, are the recorded ones already)."""
     joint: Joint = self.__dict__[_ATTR]
     outs: list[list] = []
     for step in joint.steps:
