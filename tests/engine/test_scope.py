@@ -183,12 +183,16 @@ def test_faster_rcnn_backbone_fpn_and_heads():
     model = det.fasterrcnn_mobilenet_v3_large_320_fpn(
         weights=None, weights_backbone=None, min_size=96, max_size=96, box_score_thresh=0.0
     ).eval()
-    img = torch.rand(3, 96, 96)
+    img, x = torch.rand(3, 96, 96), torch.rand(1, 3, 96, 96)
     with torch.no_grad():
         ref = model([img])[0]
-    scopes = ["backbone", "rpn.head", "roi_heads.box_head"]
+        widths0 = [f.shape[1] for f in model.backbone.body(x).values()]
+    scopes = ["backbone.body", "backbone.fpn", "rpn.head", "roi_heads.box_head"]
     rep = ns.prune(model, ([img],), amount=0.3, scope=scopes, importance="l2")
     assert rep.after.params < 0.8 * rep.before.params
+    with torch.no_grad():  # the body's outputs go with the FPN's inputs
+        widths = [f.shape[1] for f in model.backbone.body(x).values()]
+    assert [b[0].in_channels for b in model.backbone.fpn.inner_blocks] == widths != widths0
     assert model.backbone.out_channels == model.backbone.fpn.layer_blocks[0][0].out_channels
     assert model.roi_heads.box_predictor.cls_score.in_features == 1024  # box_head output kept
     with torch.no_grad():
@@ -196,4 +200,4 @@ def test_faster_rcnn_backbone_fpn_and_heads():
     assert set(out) == set(ref) == {"boxes", "labels", "scores"}
     assert out["boxes"].shape[1] == 4 and len(out["boxes"]) > 0
     kept = rep.details["kept_whole"]  # the FPN's levels feed the RoI pooling, outside the scopes
-    assert "torchvision.roi_align in roi_heads.box_roi_pool" in kept["backbone output['0']"]
+    assert "torchvision.roi_align in roi_heads.box_roi_pool" in kept["backbone.fpn output['0']"]
