@@ -201,3 +201,16 @@ def test_faster_rcnn_backbone_fpn_and_heads():
     assert out["boxes"].shape[1] == 4 and len(out["boxes"]) > 0
     kept = rep.details["kept_whole"]  # the FPN's levels feed the RoI pooling, outside the scopes
     assert "torchvision.roi_align in roi_heads.box_roi_pool" in kept["backbone.fpn output['0']"]
+
+
+def test_an_outside_conv_that_also_runs_on_other_tensors_is_not_sliced():
+    class Twice(Coupled):
+        def forward(self, images):
+            f = self.body(torch.stack(images))
+            return self.head([f]), self.side(f), self.side(torch.ones(1, 16, 8, 8))
+
+    net, imgs = Twice().eval(), [torch.randn(3, 8, 8)]
+    rep = ns.prune(net, (imgs,), amount=0.5, scope=["body", "head"], importance="l2")
+    assert net.side.in_channels == net.body[2].out_channels == 16 and not rep.details["adopted"]
+    assert "side, which runs 2 times" in rep.details["kept_whole"]["body output"]
+    assert net.body[0].out_channels == 8  # inside the scopes, pruned as before

@@ -95,6 +95,8 @@ class _Recorder(TorchFunctionMode):
         self.uses: dict[tuple[int, int], str] = {}
         self.by_scope: set[tuple[int, int]] = set()
         self.adopt: dict[str, list[tuple[int, int]]] = {}  # outside Linear / Conv -> leaves fed
+        self.runs: dict[int, int] = {}  # calls of each Linear / Conv module
+        self.modules = dict(model.named_modules())
 
     def __torch_function__(self, func, types_, args=(), kwargs=None):
         kwargs = kwargs or {}
@@ -118,6 +120,8 @@ class _Recorder(TorchFunctionMode):
     def pre_any(self, mod: nn.Module, args: tuple) -> None:
         self.stack.append(mod)
         leaf = isinstance(mod, (nn.Linear, nn.modules.conv._ConvNd))
+        if leaf:  # an outside module that joins the program must run only there
+            self.runs[id(mod)] = self.runs.get(id(mod), 0) + 1
         if self.depth == 0 and leaf and args and isinstance(args[0], torch.Tensor):
             key = self.owner.get(id(args[0]))
             path = self.paths.get(id(mod))
@@ -216,13 +220,15 @@ def structure(out: Any) -> tuple:
 
 def _joint(rec: _Recorder) -> Joint:
     kept: dict[tuple[int, int], str] = {}
-    for path, keys in rec.adopt.items():
-        if len(keys) > 1:  # a module outside the scopes run more than once stays out
+    for path, keys in list(rec.adopt.items()):
+        runs = rec.runs.get(id(rec.modules[path]), 0)
+        if runs > 1:  # a module outside the scopes that runs more than once stays out
             for k in keys:
-                rec.uses.setdefault(k, f"{path}, called {len(keys)} times outside the scopes")
+                rec.uses.setdefault(k, f"{path}, which runs {runs} times in one forward")
+            rec.adopt[path] = []
     steps, index = [], {}
     for i, s in enumerate(rec.steps):
-        if s.adopted and (len(rec.adopt[s.path]) > 1 or tuple(s.sources[0][1:]) in rec.uses):
+        if s.adopted and (not rec.adopt[s.path] or tuple(s.sources[0][1:]) in rec.uses):
             continue
         index[i] = len(steps)
         steps.append(s)
