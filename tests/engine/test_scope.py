@@ -52,6 +52,8 @@ def test_bad_scopes_are_one_line_errors():
         ns.prune(net, (imgs,), amount=0.5, scope="neck")
     with pytest.raises(NetsculptError, match="lies inside scope 'body'"):
         ns.prune(net, (imgs,), amount=0.5, scope=["body", "body.0"])
+    with pytest.raises(NetsculptError, match="between= with scope="):
+        ns.prune(net, (imgs,), amount=0.5, scope="body", steps=2, between=lambda m, r: None)
     with pytest.raises(NetsculptError, match="data batch 0"):
         ns.prune(net, (imgs,), amount=0.5, scope="body", data=[((torch.randn(2, 3),), None)])
     shapes = [p.shape for p in net.parameters()]

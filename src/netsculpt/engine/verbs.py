@@ -51,6 +51,10 @@ def call(
     if scope is not None:
         from netsculpt.engine.scope import run_scoped
 
+        if getattr(cfg, "between", None) is not None:
+            raise InputError(f"{name}: between= with scope= is not supported (during the rounds "
+                             "the model runs the scopes only); call the verb once per round")  # fmt: skip
+
         def each(inputs: Any, batches: Any) -> Any:
             return run(name, session_for(model, inputs, cfg, batches), cfg)
 
