@@ -52,3 +52,22 @@ def test_prune_then_reload_by_class(tmp_path):
     back = ns.load(tmp_path / "m", model=Net()).eval()
     assert back.a.out_channels == 4
     assert torch.allclose(back(x), y, atol=1e-6)
+
+
+class StageDims(Net):
+    """A model's own attributes named like layer sizes that hold something else (timm's LeViT /
+    RepViT keep per-stage ``embed_dim`` tuples, an encoder may have ``out_features = 0``)."""
+
+    def __init__(self):
+        super().__init__()
+        self.embed_dim, self.out_features = (8, 8), 0
+
+
+def test_attributes_named_like_sizes_that_are_not_sizes_are_not_recorded(tmp_path):
+    assert structural_attrs(StageDims()) == {}
+    torch.manual_seed(0)
+    model, x = StageDims().eval(), torch.randn(2, 3, 8, 8)
+    ns.prune(model, x, amount=0.5)
+    ns.save(model, tmp_path / "m")
+    back = ns.load(tmp_path / "m", model=StageDims()).eval()
+    assert back.embed_dim == (8, 8) and torch.allclose(back(x), model(x), atol=1e-6)

@@ -24,6 +24,7 @@ MODELS = {
     "ese_vovnet19b_slim_dw": (64, {}),
     "mobileone_s0": (64, {}),
     "csatv2": (64, {}),  # unbind over the last dim
+    "repvit_m1": (64, {}),  # the model's own embed_dim is a per-stage tuple, not a size
 }
 
 

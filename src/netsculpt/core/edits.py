@@ -67,6 +67,17 @@ def _from_json(value: Any) -> Any:
     return tuple(_from_json(v) for v in value) if isinstance(value, list) else value
 
 
+def _structural_kind(name: str, value: Any) -> bool:
+    """Whether a whitelisted attribute holds what it names on torch layers (a size ≥ 1, a
+    shape, a flag); a model's own attribute of that name that holds something else (timm
+    LeViT's per-stage ``embed_dim`` tuple, an ``out_features`` of 0) is no structural size."""
+    if name == "_qkv_same_embed_dim" or value is None:
+        return value is None or isinstance(value, bool)
+    if name == "normalized_shape":
+        return isinstance(value, (tuple, list)) and all(_structural_kind("", v) for v in value)
+    return type(value) is int and value >= 1
+
+
 def structural_attrs(module: nn.Module) -> dict[str, Any]:
     """Structural attributes present on ``module`` (whitelist + its ``_netsculpt_attrs``).
 
@@ -80,7 +91,8 @@ def structural_attrs(module: nn.Module) -> dict[str, Any]:
             continue  # derived from other attributes (recorded on their own modules)
         if name in module.__dict__ or hasattr(type(module), name):
             value = getattr(module, name, None)
-            if _jsonable(value) and not callable(value):
+            own = name not in STRUCTURAL_ATTRS or _structural_kind(name, value)
+            if _jsonable(value) and not callable(value) and own:
                 out[name] = _to_json(value)
     return out
 

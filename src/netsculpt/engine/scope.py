@@ -2,10 +2,17 @@
 
 A detector's ``forward`` loops over images, sorts boxes and filters them by score: no single
 graph describes it. Its backbone, FPN and heads are plain tensor programs, though. With
-``scope="backbone"`` (or a list of submodule names) the verb runs the whole model once,
-records by hook what each scope really receives, and runs on each scope as a model of its
-own with those inputs: the scope's outputs are its model outputs, so they keep their width and
-everything outside the scopes (anchors, box decoding, NMS) sees the same tensors as before.
+``scope="backbone"`` (or a list of submodule names) the verb runs the whole model once and
+records what each scope really receives; the scopes then form one program
+(:mod:`netsculpt.engine.joint`) that is captured and pruned as the model. A tensor one scope
+returns and another takes unchanged is a link of that program, so the channels coupled
+across the two (an FPN's outputs and the heads' inputs) are pruned together; a scope output
+the outer code computes with keeps its width, with that use as the reason, and everything
+outside the scopes (anchors, box decoding, NMS) sees the same tensors as before.
+
+With ``data=``, every calibration batch runs through the whole model once and the scopes'
+inputs recorded from it are the batches the program is scored on (``activation``,
+``taylor``: the program's own predictions are the target).
 
 >>> import torch, netsculpt as ns
 >>> net = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 8))
@@ -24,10 +31,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from netsculpt.core.errors import InputError
-from netsculpt.core.plan import Action, Plan
-from netsculpt.core.utils import eval_mode, normalize_inputs
-from netsculpt.report import Report, Snapshot
+from netsculpt.calibration.batches import DEFAULT_BATCH_SIZE, read_batches
+from netsculpt.core.errors import InputError, NetsculptError
+from netsculpt.engine.backends.memory import checkpoint
+from netsculpt.engine.joint import Joint, installed, structure, trace
+from netsculpt.graph.capture import run_model
+from netsculpt.report import Report
 
 SCOPED_OPS = ("prune",)
 
@@ -55,152 +64,91 @@ def scope_names(op: str, model: nn.Module, scope: Any) -> list[str]:
     return names
 
 
-def record_inputs(
-    op: str, model: nn.Module, example_inputs: Any, names: list[str]
-) -> dict[str, tuple[tuple, dict]]:
-    """Run ``model`` once (eval, no grad) and return each scope's ``(args, kwargs)``."""
-    seen: dict[str, list] = {n: [] for n in names}
-
-    def hook(name: str) -> Callable:
-        def pre(_mod, args, kwargs):
-            seen[name].append((_detached(args), _detached(kwargs)))
-
-        return pre
-
-    handles = [
-        model.get_submodule(n).register_forward_pre_hook(hook(n), with_kwargs=True) for n in names
-    ]
-    args, kwargs = normalize_inputs(example_inputs, model)
-    try:
-        with eval_mode(model), torch.no_grad():
-            model(*args, **kwargs)
-    finally:
-        for h in handles:
-            h.remove()
-    for n, calls in seen.items():
-        if not calls:
-            raise InputError(f"{op}: scope {n!r} did not run in the model's forward; name a "
-                             "submodule that runs on these inputs")  # fmt: skip
-        if len(calls) > 1:
-            raise InputError(
-                f"{op}: scope {n!r} runs {len(calls)} times in one forward (once per input or "
-                "level); scope the module that calls it, so that one graph holds every call"
-            )
-    return {n: seen[n][0] for n in names}
-
-
-def _detached(obj: Any) -> Any:
-    if isinstance(obj, torch.Tensor):
-        return obj.detach().clone()
-    if isinstance(obj, dict):
-        return type(obj)((k, _detached(v)) for k, v in obj.items())
-    if isinstance(obj, (list, tuple)) and not hasattr(obj, "_fields"):
-        return type(obj)(_detached(v) for v in obj)
-    return obj
-
-
-def _prefixed(spec: Any, prefix: str) -> Any:
-    """An edit spec of a scope, its paths made paths of the whole model."""
-    if isinstance(spec, dict):
-        out = {}
-        for k, v in spec.items():
-            if k in ("path", "ref", "copy") and isinstance(v, str):
-                out[k] = f"{prefix}.{v}" if v else prefix
-            else:
-                out[k] = _prefixed(v, prefix)
-        return out
-    if isinstance(spec, list):
-        return [_prefixed(v, prefix) for v in spec]
-    return spec
-
-
-def _lift_edits(model: nn.Module, sub: nn.Module, name: str) -> None:
-    """Move the module replacements recorded on the scope into the model's edit log."""
-    edits = list(sub.__dict__.pop("_netsculpt_edits", None) or [])
-    if edits:
-        log = list(getattr(model, "_netsculpt_edits", []))
-        model._netsculpt_edits = log + [_prefixed(e, name) for e in edits]
-
-
 def run_scoped(
     op: str,
     model: nn.Module,
     example_inputs: Any,
     scope: Any,
     data: Any,
-    each: Callable[[nn.Module, Any, str], Report],
+    each: Callable[[Any, Any], Report],
+    *,
+    max_batches: int | None = 16,
+    batch_size: int | None = None,
+    seed: int = 0,
 ) -> Report:
-    """Run ``each(submodule, its recorded inputs, its name)`` on every scope, all or nothing; one Report
-    over the whole model (params) and the scopes (MACs: theirs, the rest is not a graph)."""
-    if data is not None:
-        raise InputError(f"{op}: data= with scope= is not supported (the data feeds the whole "
-                         "model, the scopes see other tensors); use importance='l2'")  # fmt: skip
+    """Run ``each(program inputs, program batches)`` on ``model`` whose forward is the program
+    of the scopes (see :mod:`netsculpt.engine.joint`); all or nothing. Afterwards the whole
+    model must give outputs of the same structure as before (the same nesting, keys and
+    trailing dims), else it is restored and the call refused."""
     names = scope_names(op, model, scope)
-    inputs = record_inputs(op, model, example_inputs, names)
-    params0 = sum(p.numel() for p in model.parameters())
-    saved = {n: _backup(model.get_submodule(n)) for n in names}
-    log0 = list(getattr(model, "_netsculpt_edits", []))
-    reports: dict[str, Report] = {}
+    joint = trace(op, model, example_inputs, names)
+    batches = None
+    if data is not None:
+        batches = _calibration(op, model, data, names, joint, max_batches, batch_size, seed)
+    undo = checkpoint(model)
+    with installed(model, joint):
+        report = each(joint.inputs, batches)
     try:
-        for n in names:
-            sub = model.get_submodule(n)
-            reports[n] = each(sub, inputs[n], n)
-            _lift_edits(model, sub, n)
-    except BaseException:
-        for n, back in saved.items():
-            _restore(model, n, back)
-        model._netsculpt_edits = log0
+        now = structure(run_model(model, example_inputs))
+        if now != joint.output:
+            raise InputError(f"{op}: scope={names}: the model's outputs changed structure after "
+                             f"the edit ({joint.output} -> {now}); the outer code reads the width "
+                             "of a scope output: name fewer scopes or pass ignore=[...]")  # fmt: skip
+    except InputError:
+        undo()
         raise
-    return _combined(op, model, names, reports, params0)
+    except Exception as e:
+        undo()
+        raise InputError(
+            f"{op}: scope={names}: the whole model no longer runs after the edit "
+            f"({type(e).__name__}: {str(e).strip()[:200]}); name fewer scopes or pass ignore=[...]"
+        ) from e
+    return _annotated(report, names, joint)
 
 
-def _backup(sub: nn.Module) -> nn.Module:
-    import copy
+def _calibration(op, model, data, names, joint: Joint, max_batches, batch_size, seed) -> list:
+    """Each calibration batch run through the whole model: the program inputs it gives."""
+    from netsculpt.engine.session import _seed_everything
 
-    return copy.deepcopy(sub)
-
-
-def _restore(model: nn.Module, name: str, back: nn.Module) -> None:
-    parent, _, leaf = name.rpartition(".")
-    setattr(model.get_submodule(parent) if parent else model, leaf, back)
-
-
-def _combined(op, model, names, reports: dict[str, Report], params0: int) -> Report:
-    actions = [
-        Action(a.kind, {**a.args, "scope": n}, a.score)
-        for n in names
-        for a in (reports[n].plan.actions if reports[n].plan is not None else [])
-    ]
-    first = reports[names[0]]
-    config = {**(first.plan.config if first.plan is not None else {}), "scope": names}
-    macs0 = sum(r.before.macs or 0 for r in reports.values())
-    macs1 = sum(r.after.macs or 0 for r in reports.values())
-    after = Snapshot(params=sum(p.numel() for p in model.parameters()), macs=macs1)
-    return Report(
-        op=op,
-        config={**first.config, "scope": names},
-        before=Snapshot(params=params0, macs=macs0),
-        after=after,
-        details={
-            "scopes": names,
-            "macs_of": "the scopes (the rest of the model is not captured)",
-            "per_scope": {n: r.details for n, r in reports.items()},
-        },
-        notes=[f"{n}: {note}" for n, r in reports.items() for note in r.notes],
-        steps=list(reports.values()),
-        plan=Plan(op, actions, config),
-    )
-
-
-def split_plan(plan: Plan) -> dict[str, Plan]:
-    """A scoped plan (its actions carry ``scope``) as one plan per scope, in order."""
-    out: dict[str, Plan] = {}
-    for i, a in enumerate(plan.actions):
-        n = a.args.get("scope")
-        if not isinstance(n, str):
-            raise InputError(f"plan actions[{i}]: a scoped plan names the scope of every action")
-        args = {k: v for k, v in a.args.items() if k != "scope"}
-        out.setdefault(n, Plan(plan.op, [], dict(plan.config))).actions.append(
-            Action(a.kind, args, a.score)
-        )
+    with torch.random.fork_rng(devices=[]):  # a shuffling loader draws the same batches
+        _seed_everything(seed)
+        read = read_batches(data, max_batches, batch_size or DEFAULT_BATCH_SIZE)
+    out = []
+    for i, b in enumerate(read):
+        try:
+            j = trace(op, model, b.inputs, names)
+        except NetsculptError:
+            raise
+        except Exception as e:
+            raise InputError(f"{op}: data batch {i}: the model does not run on it "
+                             f"({type(e).__name__}: {str(e).strip()[:200]})") from e  # fmt: skip
+        if j.signature() != joint.signature():
+            raise InputError(
+                f"{op}: data batch {i}: the scopes are called in another way than on the example "
+                "inputs (other calls or links); give batches shaped like the example inputs"
+            )
+        out.append((j.inputs, None))
     return out
+
+
+def _annotated(report: Report, names: list[str], joint: Joint) -> Report:
+    report.config["scope"] = names
+    if report.plan is not None:
+        report.plan.config["scope"] = names
+    report.details.update(
+        scopes=names,
+        macs_of="the scopes and the Linear / Conv modules they feed (the rest is not a graph)",
+        links=joint.links,
+        kept_whole=dict(joint.kept),
+        adopted=joint.adopted,
+    )
+    report.notes.extend(
+        f"{label} keeps its width: used by {why}"
+        for label, why in joint.kept.items()
+        if why != "no other scope reads it"
+    )
+    report.notes.extend(
+        f"{p} (outside the scopes) loses the input channels of the scope output it reads"
+        for p in joint.adopted
+    )
+    return report

@@ -41,8 +41,9 @@ def call(
 ) -> Any:
     """Run the registered op ``name`` on ``model`` (edited in place) and return its Report.
 
-    ``scope=`` (a submodule name or a list of them): the op runs on each of those submodules
-    with the inputs they receive in one forward of the model (see :mod:`netsculpt.engine.scope`).
+    ``scope=`` (a submodule name or a list of them): the op runs on those submodules as one
+    program, with the inputs they receive in one forward of the model; channels coupled across
+    scopes go together (see :mod:`netsculpt.engine.scope`).
     """
     scope = overrides.pop("scope", None)
     cfg = registry.get(name).config(config, overrides)
@@ -50,10 +51,18 @@ def call(
     if scope is not None:
         from netsculpt.engine.scope import run_scoped
 
-        def each(sub: nn.Module, inputs: Any, _scope: str) -> Any:
-            return run(name, session_for(sub, inputs, cfg, None), cfg)
+        if getattr(cfg, "between", None) is not None:
+            raise InputError(f"{name}: between= with scope= is not supported (during the rounds "
+                             "the model runs the scopes only); call the verb once per round")  # fmt: skip
 
-        return run_scoped(name, model, example_inputs, scope, data, each)
+        def each(inputs: Any, batches: Any) -> Any:
+            return run(name, session_for(model, inputs, cfg, batches), cfg)
+
+        return run_scoped(
+            name, model, example_inputs, scope, data, each,
+            max_batches=getattr(cfg, "max_batches", 16), batch_size=getattr(cfg, "batch_size", None),
+            seed=getattr(cfg, "seed", 0),
+        )  # fmt: skip
     return run(name, session_for(model, example_inputs, cfg, data), cfg)
 
 
@@ -122,14 +131,13 @@ def apply(
         raise InputError(f"plan: made by unknown op {plan.op!r}")
     spec = registry.get(plan.op)
     if plan.config.get("scope"):
-        from netsculpt.engine.scope import run_scoped, split_plan
+        from netsculpt.engine.scope import run_scoped
 
-        parts = split_plan(plan)
+        def each(inputs: Any, batches: Any) -> Any:
+            return _replay(spec, model, inputs, plan, batches)
 
-        def each(sub: nn.Module, inputs: Any, scope: str) -> Any:
-            return _replay(spec, sub, inputs, parts[scope], None)
-
-        return run_scoped(plan.op, model, example_inputs, list(parts), data, each)
+        scope = plan.config["scope"]
+        return run_scoped(plan.op, model, example_inputs, scope, data, each)
     return _replay(spec, model, example_inputs, plan, data)
 
 
