@@ -105,8 +105,9 @@ def similarity(h_in: torch.Tensor, h_out: torch.Tensor, criterion: str) -> tuple
     score is the sum over batches divided by the count. In memory (:func:`layer_scores`) and
     one layer at a time (:mod:`netsculpt.hf.streamed`) alike.
 
-    >>> similarity(torch.ones(1, 3, 2), -torch.ones(1, 3, 2), "angular")
-    (1.0, 1)
+    >>> x, y = torch.tensor([[[1.0, 0.0]] * 3]), torch.tensor([[[0.0, 1.0]] * 3])
+    >>> similarity(x, y, "angular"), similarity(x, y, "influence")
+    ((0.5, 1), (3.0, 3))
     """
     if criterion == "angular":
         h_in, h_out = h_in[:, -1], h_out[:, -1]

@@ -272,7 +272,7 @@ def prune_structured(
                 return report
 
             report = session.guarded(edit)
-        report.details.update(S._finish(src, tmp, backend, changed))
+        report.details.update(S._written_details(S._finish(src, tmp, backend, changed), dst, t0))
         report.details["pass"] = {"layers": scan.rows, "batches": len(scan.batches),
                                   "activations_spilled_bytes": scan.spilled}  # fmt: skip
         return report
@@ -281,8 +281,7 @@ def prune_structured(
     report.config.update(mode="hf-sharded-calibrated", importance=importance,
                          remove_layers=remove_layers, layer_criterion=layer_criterion,
                          activation_budget=activation_budget, max_batches=max_batches)  # fmt: skip
-    report.details.update(output=str(dst), hf_compatible=True,
-                          seconds=round(time.perf_counter() - t0, 3))  # fmt: skip
+    report.details.update(hf_compatible=True, seconds=round(time.perf_counter() - t0, 3))
     from netsculpt.hf.config import layer_widths
 
     report.details["layers"] = layer_widths(model)
