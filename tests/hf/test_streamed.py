@@ -141,15 +141,19 @@ def test_layers_removed_from_the_same_pass_are_the_in_memory_choice(checkpoint, 
     _assert_same_tensors(replayed, got)
 
 
-def test_layers_only_with_magnitude_widths_off(checkpoint, tmp_path):
+@pytest.mark.parametrize("amount", [0, 0.5])
+def test_layers_from_the_pass_with_magnitude_widths_or_none(checkpoint, tmp_path, amount):
     family, src = checkpoint
-    data = _data()
-    rep = nhf.prune_pretrained(src, tmp_path / "out", data=data, amount=0, remove_layers=1,
-                               layer_criterion="angular")  # fmt: skip
+    data, targets = _data(), _targets(family)
+    rep = nhf.prune_pretrained(src, tmp_path / "out", data=data, amount=amount, targets=targets,
+                               importance="l2", remove_layers=1, layer_criterion="angular")  # fmt: skip
     chosen = cut_layers(_load(src), data, 1, "angular")
     assert rep.details["removed_layers"] == chosen
-    assert [a.kind for a in rep.plan.actions] == ["drop_layers"]
     ref = _load(src)
+    if amount:
+        nhf.prune(ref, data[0], amount=amount, targets=targets, importance="l2")
+    else:
+        assert [a.kind for a in rep.plan.actions] == ["drop_layers"]
     drop_layers(ref, chosen)
     _assert_same_tensors(_load(tmp_path / "out"), ref)
 
@@ -221,3 +225,8 @@ def test_cli_sharded_activation_with_layer_removal(checkpoint, tmp_path, capsys)
     got = _load(out)
     assert len(got.transformer.h if family == "gpt2" else got.model.layers) == 3
     _runs(got, _data()[0])
+    argv = ["prune", str(src), "--sharded", "--layer-criterion", "angular", "--data",
+            "stdlib-text", "-o", str(tmp_path / "o2")]  # fmt: skip
+    assert main(argv) == 2
+    assert "--layer-criterion goes with --remove-layers" in capsys.readouterr().err
+    assert not (tmp_path / "o2").exists()

@@ -146,8 +146,9 @@ def _run_sharded(args: argparse.Namespace) -> int:
 
     if args.importance in ("wanda", "sparsegpt"):
         return _run_calibrated(args)
-    layers = args.remove_layers is not None or args.layer_criterion is not None
-    streamed = args.importance == "activation" or layers
+    if args.layer_criterion is not None and args.remove_layers is None:
+        raise InputError("--layer-criterion goes with --remove-layers N")
+    streamed = args.importance == "activation" or args.remove_layers is not None
     other = {
         "--activation-budget": None if streamed else args.activation_budget,
         "--target-macs": args.target_macs,

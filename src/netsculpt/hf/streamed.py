@@ -51,6 +51,7 @@ from netsculpt.hf.calibrated import (
     load_outer,
     params_on_meta,
 )
+from netsculpt.hf.layers import lowest, similarity
 
 LAYER_CRITERIA = ("influence", "angular")  # the similarity criteria of netsculpt.hf.layers
 
@@ -138,7 +139,7 @@ class LayerPass:
                         h = acts.get(b)
                         out = layer_output(layer, h, call)
                         if self.criterion is not None and h.shape == out.shape:
-                            total, n = _similarity(h, out, self.criterion)
+                            total, n = similarity(h, out, self.criterion)
                             sums[i], counts[i] = sums[i] + total, counts[i] + n
                         acts.put(b, out)
             finally:
@@ -154,12 +155,6 @@ class LayerPass:
             for row in self.rows:
                 row[self.criterion] = self.layer_scores[row["layer"]]
         self.spilled, self.done = acts.spilled, True
-
-
-def _similarity(h_in: torch.Tensor, h_out: torch.Tensor, criterion: str) -> tuple[float, int]:
-    from netsculpt.hf.layers import similarity
-
-    return similarity(h_in, h_out, criterion)
 
 
 def _to_meta(model: nn.Module, keys: set[str]) -> None:
@@ -259,8 +254,6 @@ def prune_structured(
                     report = session.report("prune", {}, Plan("prune", []), before, before)
                 if count:
                     scan.run([])
-                    from netsculpt.hf.layers import lowest
-
                     drop = sorted(lowest(scan.layer_scores, count))
                     action = Action("drop_layers", {"layers": drop, "criterion": layer_criterion,
                                     "scores": [scan.layer_scores[i] for i in drop]})  # fmt: skip
