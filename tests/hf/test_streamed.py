@@ -230,3 +230,19 @@ def test_cli_sharded_activation_with_layer_removal(checkpoint, tmp_path, capsys)
     assert main(argv) == 2
     assert "--layer-criterion goes with --remove-layers" in capsys.readouterr().err
     assert not (tmp_path / "o2").exists()
+
+
+def test_a_failure_in_the_pass_leaves_nothing(checkpoint, tmp_path, monkeypatch):
+    _, src = checkpoint
+    load = streamed.load_layer
+
+    def fails_at_layer_2(layer, prefix, where):
+        if ".2." in prefix:
+            raise RuntimeError("disk read failed")
+        load(layer, prefix, where)
+
+    monkeypatch.setattr(streamed, "load_layer", fails_at_layer_2)
+    with pytest.raises(RuntimeError, match="disk read failed"):
+        nhf.prune_pretrained(src, tmp_path / "out", data=_data(), importance="activation",
+                             amount=0.5, remove_layers=1, targets=("mlp",))  # fmt: skip
+    assert list(tmp_path.iterdir()) == []
