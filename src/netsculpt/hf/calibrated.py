@@ -3,8 +3,8 @@
 The model is built from ``config.json`` with its parameters on the **meta device** (buffers
 such as rotary frequencies are real: they are computed from the config). The tensors outside
 the layer list that run before it (the embeddings) are loaded, the calibration batches run
-up to the first decoder layer, and its inputs (hidden states and the keyword arguments the
-model passes every layer: position embeddings, masks) are kept. Then for each decoder layer:
+up to the first decoder layer, and its inputs (hidden states and the other arguments the
+model passes every layer: position embeddings, masks, positional or by keyword) are kept. Then for each decoder layer:
 
 1. only its tensors are read from the shards;
 2. the kept activations run through it with hooks collecting its Linears' input statistics
