@@ -40,7 +40,7 @@ def test_sharded_prune_writes_a_folder_from_pretrained_loads(checkpoint, tmp_pat
 @pytest.mark.parametrize(
     "extra, message",
     [
-        (["--importance", "activation"], "in memory"),
+        (["--importance", "activation"], "needs calibration data: --data"),
         (["--sparsity", "0.5"], "not with --sparsity"),
         (["--amount", "1.5"], "amount must be in"),
     ],

@@ -63,7 +63,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--sharded",
         action="store_true",
         help="MODEL is an HF safetensors folder: prune it shard by shard into -o (l1 / l2; "
-        "wanda / sparsegpt with --data and --sparsity or --pattern: one layer at a time)",
+        "activation with --data, wanda / sparsegpt with --data and --sparsity or --pattern: "
+        "one layer at a time)",
+    )
+    h.add_argument(
+        "--remove-layers",
+        type=_count_or_fraction,
+        help="--sharded --data: also remove this many decoder layers (or this fraction), the "
+        "lowest --layer-criterion scores of the same pass",
+    )
+    h.add_argument(
+        "--layer-criterion",
+        choices=("influence", "angular"),
+        help="--remove-layers: block influence 1 - cos (default) or angular distance",
     )
     h.add_argument("--max-shard-size", help="re-pack the output shards, e.g. 5GB")
     h.add_argument(
@@ -134,14 +146,17 @@ def _run_sharded(args: argparse.Namespace) -> int:
 
     if args.importance in ("wanda", "sparsegpt"):
         return _run_calibrated(args)
+    if args.layer_criterion is not None and args.remove_layers is None:
+        raise InputError("--layer-criterion goes with --remove-layers N")
+    streamed = args.importance == "activation" or args.remove_layers is not None
     other = {
-        "--activation-budget": args.activation_budget,
+        "--activation-budget": None if streamed else args.activation_budget,
         "--target-macs": args.target_macs,
         "--target-params": args.target_params,
         "--threshold": args.threshold,
         "--sparsity": args.sparsity,
         "--pattern": args.pattern,
-        "--data": args.data,
+        "--data": None if streamed else args.data,
         "--ignore": args.ignore or None,
         "--keep-dead": args.keep_dead or None,
         "--no-uniform": True if args.uniform is False else None,
@@ -162,6 +177,17 @@ def _run_sharded(args: argparse.Namespace) -> int:
         "max_shard_size": args.max_shard_size,
     }  # what is not given takes the HF defaults
     kw = {k: v for k, v in given.items() if v is not None}
+    if streamed:
+        from netsculpt.hf.sharded import _size_limit
+
+        if not args.data:
+            raise InputError("--sharded --importance activation / --remove-layers needs "
+                             "calibration data: --data D")  # fmt: skip
+        budget = args.activation_budget
+        kw.update(data=calibration(args.data), max_batches=args.max_batches or 16,
+                  activation_budget=None if budget is None else _size_limit(budget),
+                  remove_layers=args.remove_layers,
+                  layer_criterion=args.layer_criterion or "influence")  # fmt: skip
     report = prune_pretrained(args.model, args.output, global_=bool(args.global_), **kw)
     print(report)
     print(f"saved to {args.output}")
@@ -198,3 +224,14 @@ def _run_calibrated(args: argparse.Namespace) -> int:
     print(f"saved to {args.output}")
     write_report(report, args.report)
     return 0
+
+
+def _count_or_fraction(text: str) -> int | float:
+    """``--remove-layers``: ``2`` (a count) or ``0.25`` (a fraction of the layers)."""
+    try:
+        return int(text)
+    except ValueError:
+        try:
+            return float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"a count or a fraction, got {text!r}") from None

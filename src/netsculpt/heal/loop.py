@@ -16,6 +16,7 @@ from netsculpt.core import progress as _progress
 from netsculpt.core.errors import InputError
 from netsculpt.heal.data import make_loaders
 from netsculpt.heal.losses import capture_hidden, hidden_loss, hidden_names, kd_loss
+from netsculpt.heal.masks import HealMasks, fully_sharded
 from netsculpt.measure.evaluate import TASKS, attention_mask_of, device_of, embed, task_loss
 from netsculpt.report.core import Report, Snapshot
 
@@ -60,7 +61,9 @@ def heal(
     best weights (restored at the end) and stops early after ``patience`` evaluations without
     improvement. Masks in ``model._netsculpt_masks`` are reapplied after every step, frozen
     parameters stay frozen, ``lora={"r": 8, "target_modules": [...]}`` trains LoRA adapters and
-    merges them back. Runs under ``accelerate`` when installed (``accelerate launch`` works).
+    merges them back. Runs under ``accelerate`` when installed (``accelerate launch`` works,
+    with DDP or FSDP2: masks follow sharded parameters, :mod:`netsculpt.heal.masks`); a model
+    already sharded with ``fully_shard`` trains as it is.
     ``regularize="group_lasso"`` (``reg`` · Σ of the channel groups' L2 norms) or ``"bn_l1"``
     (``reg`` · Σ|γ| of the BatchNorms) adds a sparsity penalty to the loss, so that whole
     channels shrink before a structured prune (:mod:`netsculpt.heal.regularize`).
@@ -92,7 +95,7 @@ def heal(
     with eval_mode(model):
         probe_batch(model, train, "heal")
     home = device_of(model)
-    masks = list(_masks(model))
+    masks = HealMasks(model)
     pen = R.penalty(model, regularize, reg, R.example_of(train)) if regularize else None
     if lora:
         from netsculpt.heal.lora import lora_wrapped
@@ -107,7 +110,7 @@ def heal(
             patience=patience, max_grad_norm=max_grad_norm, progress=progress,
             accelerator=accelerator, penalty=pen,
         )  # fmt: skip
-    _apply_masks(masks)  # a LoRA merge writes into masked weights too
+    masks.apply()  # a LoRA merge writes into masked weights too
     model.to(home)
     teacher_home = result.pop("teacher_home")
     if teacher is not None:
@@ -173,22 +176,6 @@ def _check(
     return loss
 
 
-def _masks(model: nn.Module) -> Any:
-    """``(param, bool mask)`` pairs from ``model._netsculpt_masks`` (unstructured pruning)."""
-    from netsculpt.surgery.masks import sync_masks
-
-    params = dict(model.named_parameters())
-    for name, mask in sync_masks(model).items():
-        if name in params:
-            yield params[name], mask
-
-
-@torch.no_grad()
-def _apply_masks(masks: list) -> None:
-    for p, m in masks:
-        p.mul_(m.to(p.device, p.dtype))
-
-
 def _objective(out, t_out, inputs, target, opts, seen=None) -> torch.Tensor:
     """The training loss for one batch (see :func:`heal` for what ``loss`` selects)."""
     kind, alpha = opts["loss"], opts["alpha"]
@@ -252,7 +239,8 @@ def _train(net, model, teacher, train, val, opts, masks, hidden, **kw) -> dict[s
     acc = kw["accelerator"] or _default_accelerator()
     teacher_home = device_of(teacher) if teacher is not None else None
     if acc is not None:
-        net, opt = acc.prepare(net, opt)
+        if not fully_sharded(net):  # sharded with fully_shard already: it trains as it is
+            net, opt = acc.prepare(net, opt)
         if isinstance(train, DataLoader):
             train = acc.prepare(train)
         device, main = acc.device, acc.is_main_process
@@ -260,8 +248,8 @@ def _train(net, model, teacher, train, val, opts, masks, hidden, **kw) -> dict[s
         device, main = device_of(net), True
     if teacher is not None:
         teacher.to(device).eval()
-    masks[:] = [(p, m.to(p.device)) for p, m in masks]
-    _apply_masks(masks)
+    masks.bind(model)  # the parameters that train now: wrapped, moved or sharded (FSDP2)
+    masks.apply()
     names = hidden_names(model, teacher, hidden) if hidden else []
 
     steps, epochs = kw["steps"], kw["epochs"]
@@ -329,7 +317,7 @@ def _train(net, model, teacher, train, val, opts, masks, hidden, **kw) -> dict[s
                     clip(params, kw["max_grad_norm"])
                 opt.step()
                 opt.zero_grad(set_to_none=True)
-                _apply_masks(masks)  # zeros from unstructured pruning stay zero
+                masks.apply()  # zeros from unstructured pruning stay zero
                 step += 1
                 value = float(loss.detach())
                 running = value if running is None else 0.9 * running + 0.1 * value

@@ -3,8 +3,8 @@
 The model is built from ``config.json`` with its parameters on the **meta device** (buffers
 such as rotary frequencies are real: they are computed from the config). The tensors outside
 the layer list that run before it (the embeddings) are loaded, the calibration batches run
-up to the first decoder layer, and its inputs (hidden states and the keyword arguments the
-model passes every layer: position embeddings, masks) are kept. Then for each decoder layer:
+up to the first decoder layer, and its inputs (hidden states and the other arguments the
+model passes every layer: position embeddings, masks, positional or by keyword) are kept. Then for each decoder layer:
 
 1. only its tensors are read from the shards;
 2. the kept activations run through it with hooks collecting its Linears' input statistics
@@ -99,15 +99,16 @@ class _Stop(Exception):
     pass
 
 
-def _first_inputs(model: nn.Module, layer: nn.Module, batches: list, acts: Activations) -> list:
+def first_inputs(model: nn.Module, layer: nn.Module, batches: list, acts: Activations) -> list:
     """Run the batches up to ``layer``; keep its hidden-state input per batch (in ``acts``)
-    and return the keyword arguments the model passed it, per batch."""
-    kwargs: list[dict] = []
+    and return the other arguments the model passed it, ``(positional, keywords)`` per batch
+    (GPT-2 passes its cache and mask positionally)."""
+    calls: list[tuple[tuple, dict]] = []
 
     def catch(mod: nn.Module, args: tuple, kw: dict) -> None:
         hidden = args[0] if args else kw.pop("hidden_states")
-        acts.put(len(kwargs), hidden.detach())
-        kwargs.append({k: v for k, v in kw.items() if k != "hidden_states"})
+        acts.put(len(calls), hidden.detach())
+        calls.append((tuple(args[1:]), {k: v for k, v in kw.items() if k != "hidden_states"}))
         raise _Stop
 
     h = layer.register_forward_pre_hook(catch, with_kwargs=True)
@@ -118,19 +119,25 @@ def _first_inputs(model: nn.Module, layer: nn.Module, batches: list, acts: Activ
                     run(model, b.inputs)
     finally:
         h.remove()
-    return kwargs
+    return calls
 
 
-def _layer_call(layer: nn.Module, acts: Activations, kwargs: list, replace: bool) -> None:
+def layer_output(layer: nn.Module, hidden: torch.Tensor, call: tuple[tuple, dict]) -> torch.Tensor:
+    """``layer``'s hidden-state output for one batch (``call``: from :func:`first_inputs`)."""
+    args, kw = call
+    return first_tensor(layer(hidden, *args, **kw)).detach()
+
+
+def _layer_call(layer: nn.Module, acts: Activations, calls: list, replace: bool) -> None:
     """Run ``layer`` on every batch's activations (``replace``: keep its outputs instead)."""
     with torch.no_grad():
-        for i, kw in enumerate(kwargs):
-            out = first_tensor(layer(acts.get(i), **kw))
+        for i, call in enumerate(calls):
+            out = layer_output(layer, acts.get(i), call)
             if replace:
-                acts.put(i, out.detach())
+                acts.put(i, out)
 
 
-def _load(layer: nn.Module, prefix: str, where: dict[str, Path]) -> None:
+def load_layer(layer: nn.Module, prefix: str, where: dict[str, Path]) -> None:
     """Read the layer's tensors (``prefix`` + its state-dict names) from the shards into it."""
     from safetensors import safe_open
 
@@ -177,17 +184,17 @@ def prune_layers(
     head = model.get_output_embeddings()
     head_names = {f"{n}.weight" for n, m in model.named_modules() if m is head and n}
     first = {k for k in outer if k not in head_names}  # what runs before the first layer
-    _load_outer(model, first, where)
+    load_outer(model, first, where)
     batches = session.batches("layer-by-layer calibrated pruning")
     writer = ShardWriter(out, max_shard_size)  # None: one output shard per layer
     rows, plan = [], Plan("prune", [], {"mode": "hf-sharded-calibrated"})
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=".activations-") as tmp:
         acts = Activations(activation_budget, Path(tmp))
-        kwargs = _first_inputs(model, layers[0], batches, acts)
+        kwargs = first_inputs(model, layers[0], batches, acts)
         for i, layer in enumerate(layers):
             t1 = time.perf_counter()
             prefix = f"{path}.{i}."
-            _load(layer, prefix, where)
+            load_layer(layer, prefix, where)
             layer.eval()
             lin = {prefix + n: m for n, m in layer.named_modules() if isinstance(m, nn.Linear)}
             stats = input_stats(
@@ -214,7 +221,7 @@ def prune_layers(
             rows.append({"layer": i, "seconds": round(time.perf_counter() - t1, 3),
                          "sparsity": zeros / total if total else 0.0})  # fmt: skip
         spilled = acts.spilled
-    _copy_outer(outer, where, writer)
+    copy_outer(outer, where, writer)
     files = writer.finish()
     check_shards(shapes(model), files)
     params = sum(p.numel() for p in model.parameters())
@@ -234,7 +241,7 @@ def prune_layers(
                   details=details, notes=session.notes, plan=plan)  # fmt: skip
 
 
-def _load_outer(model: nn.Module, keys: set[str], where: dict[str, Path]) -> None:
+def load_outer(model: nn.Module, keys: set[str], where: dict[str, Path]) -> None:
     """Load the stored tensors ``keys`` (full names) into ``model``."""
     from safetensors import safe_open
 
@@ -248,7 +255,7 @@ def _load_outer(model: nn.Module, keys: set[str], where: dict[str, Path]) -> Non
                     setattr(mod, attr, nn.Parameter(f.get_tensor(k), requires_grad=False))
 
 
-def _copy_outer(keys: list[str], where: dict[str, Path], writer: ShardWriter) -> None:
+def copy_outer(keys: list[str], where: dict[str, Path], writer: ShardWriter) -> None:
     from safetensors import safe_open
 
     for path in dict.fromkeys(where[k] for k in keys):

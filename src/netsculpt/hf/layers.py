@@ -37,6 +37,8 @@ __all__ = [
     "drop_layers",
     "layer_list",
     "layer_scores",
+    "lowest",
+    "similarity",
     "set_layers",
 ]
 
@@ -90,15 +92,34 @@ def _sim_hook(i: int, criterion: str, sums: list, counts: list):
         h_out = _hidden(out if out is not None else kwargs_or_out)
         if h_in is None or h_in.shape != h_out.shape:
             return
-        if criterion == "angular":
-            h_in, h_out = h_in[:, -1], h_out[:, -1]
-        cos = nn.functional.cosine_similarity(h_in.float(), h_out.float(), dim=-1)
-        cos = cos.clamp(-1, 1)
-        vals = 1 - cos if criterion == "influence" else torch.arccos(cos) / math.pi
-        sums[i] += float(vals.sum())
-        counts[i] += vals.numel()
+        total, n = similarity(h_in, h_out, criterion)
+        sums[i] += total
+        counts[i] += n
 
     return hook
+
+
+def similarity(h_in: torch.Tensor, h_out: torch.Tensor, criterion: str) -> tuple[float, int]:
+    """``(sum, count)`` of a layer's ``influence`` (``1 - cos`` per token) or ``angular``
+    (``arccos(cos) / pi`` of the last token) between its input and output hidden states; the
+    score is the sum over batches divided by the count. In memory (:func:`layer_scores`) and
+    one layer at a time (:mod:`netsculpt.hf.streamed`) alike.
+
+    >>> x, y = torch.tensor([[[1.0, 0.0]] * 3]), torch.tensor([[[0.0, 1.0]] * 3])
+    >>> similarity(x, y, "angular"), similarity(x, y, "influence")
+    ((0.5, 1), (3.0, 3))
+    """
+    if criterion == "angular":
+        h_in, h_out = h_in[:, -1], h_out[:, -1]
+    cos = nn.functional.cosine_similarity(h_in.float(), h_out.float(), dim=-1)
+    cos = cos.clamp(-1, 1)
+    vals = 1 - cos if criterion == "influence" else torch.arccos(cos) / math.pi
+    return float(vals.sum()), vals.numel()
+
+
+def lowest(scores: dict[int, float], count: int) -> list[int]:
+    """The ``count`` positions with the lowest scores (ties: the earlier layer first)."""
+    return sorted(scores, key=scores.get)[:count]
 
 
 def _main_out(out: Any) -> torch.Tensor:
@@ -155,7 +176,7 @@ def cut_layers(
         _, layers = layer_list(model)
         scores = layer_scores(model, batches, criterion)
         n = 1 if criterion == "ppl" else count
-        drop = sorted(scores, key=scores.get)[:n]
+        drop = lowest(scores, n)
         removed += [original[id(layers[i])] for i in drop]
         drop_layers(model, drop)
     return sorted(removed)

@@ -240,8 +240,15 @@ def prune_pretrained(
     pattern: str | None = None,
     activation_budget: int | None = None,
     max_batches: int = 16,
+    remove_layers: int | float | None = None,
+    layer_criterion: str = "influence",
 ) -> Report:
     """Prune heads / MLP channels / hidden size of the checkpoint in ``src`` into ``dst``.
+
+    ``importance="activation"`` with ``data`` (heads and MLP channels), and ``remove_layers``
+    (a count or a fraction; the lowest ``layer_criterion`` scores, ``"influence"`` or
+    ``"angular"``): scored in one calibrated pass, a decoder layer at a time
+    (:mod:`netsculpt.hf.streamed`); ``amount=0`` with ``remove_layers`` removes layers only.
 
     ``importance="wanda"`` / ``"sparsegpt"`` with ``data`` and ``sparsity`` or ``pattern``:
     unstructured / N:M pruning calibrated one decoder layer at a time
@@ -268,14 +275,26 @@ def prune_pretrained(
     if sparsity is not None or pattern is not None:
         raise InputError("sparsity= / pattern= prune shard by shard with importance='wanda' or "
                          "'sparsegpt' (and data=)")  # fmt: skip
+    if importance == "activation" or remove_layers is not None:
+        from netsculpt.hf.streamed import prune_structured
+
+        if importance not in ("activation", *MAGNITUDE):
+            raise InputError(f"remove_layers= shard by shard prunes with importance 'activation',"
+                             f" 'l1' or 'l2', got {importance!r}")  # fmt: skip
+        opts = prune_options(amount=amount, targets=targets, importance=importance, uniform=True,
+                             global_=global_, round_to=round_to, max_batches=max_batches)  # fmt: skip
+        return prune_structured(Path(src), Path(dst), data=data, options=opts,
+                                remove_layers=remove_layers, layer_criterion=layer_criterion,
+                                activation_budget=activation_budget, max_batches=max_batches,
+                                max_shard_size=_size_limit(max_shard_size))  # fmt: skip
     t0 = time.perf_counter()
     kw = prune_options(amount=amount, targets=targets, importance=importance,
                        global_=global_, round_to=round_to, uniform=True)  # fmt: skip
     cfg = registry.get("prune").config(None, kw)
     if importance not in MAGNITUDE:
         raise InputError(
-            f"importance {importance!r} is not available shard by shard: it needs forward "
-            "passes over the loaded model; use l1 or l2 here, or netsculpt.hf.prune in memory"
+            f"importance {importance!r} is not available shard by shard: it needs the whole "
+            "model; use l1, l2 or activation (with data=) here, or netsculpt.hf.prune in memory"
         )
     limit = _size_limit(max_shard_size)
     src, dst = Path(src), Path(dst)

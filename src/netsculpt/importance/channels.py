@@ -209,14 +209,12 @@ def taylor(model, graph, groups, data=None, max_batches: int = 16, **kw):
     return out
 
 
-def channel_norms(
-    model: nn.Module, paths, data: Any, max_batches: int = 16
-) -> dict[str, torch.Tensor]:
-    """``{"<path>:in" / "<path>:out": ‖x_c‖₂ per channel}`` of the inputs and outputs of the
-    Linear / HF Conv1D / Conv modules at ``paths``, over calibration data (channels: last dim
-    for Linear and Conv1D, dim 1 for conv)."""
-    mods = dict(model.named_modules())
-    sq: dict[str, torch.Tensor] = {}
+def norm_hooks(modules: dict[str, nn.Module], sq: dict[str, torch.Tensor]) -> list:
+    """Hook the Linear / HF Conv1D / Conv / recurrent modules of ``modules`` (path -> module):
+    each call adds Σ x_c² per channel of their inputs and outputs into ``sq`` under
+    ``"<path>:in"`` / ``"<path>:out"`` (``":hidden"``: recurrent hidden states). Returns the
+    handles. The whole model on its batches (:func:`channel_norms`) or one decoder layer at a
+    time (:mod:`netsculpt.hf.streamed`) run through the same hooks."""
 
     def add(key: str, t, cdim: int) -> None:
         if isinstance(t, torch.Tensor) and t.dim() >= 1:
@@ -225,8 +223,7 @@ def channel_norms(
             sq[key] = sq[key] + v if key in sq else v
 
     handles = []
-    for path in paths:
-        mod = mods.get(path)
+    for path, mod in modules.items():
         # HF's Conv1D (GPT-2) is a Linear with a transposed weight: channels last, like Linear
         linear = isinstance(mod, nn.Linear) or type(mod).__name__ == "Conv1D"
         if linear or isinstance(mod, nn.modules.conv._ConvNd):
@@ -248,6 +245,18 @@ def channel_norms(
                     add(f"{path}:hidden", h.reshape(-1, width), -1)
 
             handles.append(mod.register_forward_hook(rnn_hook))
+    return handles
+
+
+def channel_norms(
+    model: nn.Module, paths, data: Any, max_batches: int = 16
+) -> dict[str, torch.Tensor]:
+    """``{"<path>:in" / "<path>:out": ‖x_c‖₂ per channel}`` of the inputs and outputs of the
+    Linear / HF Conv1D / Conv modules at ``paths``, over calibration data (channels: last dim
+    for Linear and Conv1D, dim 1 for conv)."""
+    mods = dict(model.named_modules())
+    sq: dict[str, torch.Tensor] = {}
+    handles = norm_hooks({p: mods[p] for p in paths if p in mods}, sq)
     try:
         with torch.no_grad(), eval_mode(model):
             for x, _ in iter_batches(data, max_batches):
@@ -258,14 +267,25 @@ def channel_norms(
     return {k: v.sqrt() for k, v in sq.items()}
 
 
+def consumers(groups: list[Group]) -> set[str]:
+    """The modules whose inputs / outputs the ``activation`` scores of ``groups`` read."""
+    return {m.module for g in groups for m in g.members if m.role in ("in", "out")}
+
+
 @estimator("activation", needs_data=True)
 def activation(model, graph, groups, data=None, max_batches: int = 16, **kw):
     """Wanda-style: Σ |W_ij|·‖X_j‖ over the layers that consume the channel (inputs measured
     on data); channels with no consumer use the norm of their own activation; hidden units of
     nn.LSTM / GRU / RNN (and cells) the norm of the hidden states they produce."""
-    consumers = {m.module for g in groups for m in g.members if m.role in ("in", "out")}
-    norms = channel_norms(model, consumers, data, max_batches)
-    tensors = _tensors(model)
+    norms = channel_norms(model, consumers(groups), data, max_batches)
+    return activation_scores(groups, norms, _tensors(model))
+
+
+def activation_scores(
+    groups: list[Group], norms: dict[str, torch.Tensor], tensors: dict[str, torch.Tensor]
+) -> dict[int, np.ndarray]:
+    """The ``activation`` scores of ``groups`` from the channel ``norms`` (as
+    :func:`channel_norms` gives them) and the weights in ``tensors`` (name -> tensor)."""
     out = {}
     for g in groups:
         vals = _hidden_norms(g, norms)  # recurrent units: the norms of their hidden states

@@ -47,6 +47,9 @@ def set_layers(model: nn.Module, keep: list[nn.Module]) -> None:
     if bad:
         raise InputError(f"set_layers: keep[{bad[0]}] is not a layer of {path}")
     fields = layer_fields(model.config, [index[id(m)] for m in keep], len(old))
+    widths = getattr(model.config, "netsculpt_layers", None)  # per-layer widths after a prune
+    if isinstance(widths, list) and len(widths) == len(old):
+        fields["netsculpt_layers"] = [widths[index[id(m)]] for m in keep]
     place_layers(model, path, keep)
     model.config.num_hidden_layers = len(keep)
     for name, value in fields.items():

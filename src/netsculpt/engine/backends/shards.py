@@ -208,7 +208,9 @@ class ShardBackend:
     ``shards``: the source files in order; ``out``: the folder the new shards go to;
     ``max_shard_size``: bytes per output shard (None: one output shard per source shard);
     ``before_write(session, expected)``: called once the meta model is edited, before any
-    shard is written (``expected``: the edited model's state-dict shapes).
+    shard is written (``expected``: the edited model's state-dict shapes). ``deferred``:
+    ``apply`` only edits the meta model and records the cuts, so that several plans (a prune,
+    then a layer cut) go into one checkpoint, written by :meth:`write`.
     """
 
     name = "shards"
@@ -220,11 +222,13 @@ class ShardBackend:
         *,
         max_shard_size: int | None = None,
         before_write: Callable[[Any, dict[str, tuple[int, ...]]], None] | None = None,
+        deferred: bool = False,
     ) -> None:
         self.shards = [Path(s) for s in shards]
         self.out = Path(out)
         self.limit = max_shard_size
         self.before_write = before_write
+        self.deferred = deferred
         self.stored = file_keys(self.shards)
         self._name: dict[str, str | None] = {k: k for k in self.stored}  # None: dropped
         self._cuts: dict[str, list[dict[int, np.ndarray]]] = defaultdict(list)
@@ -248,7 +252,8 @@ class ShardBackend:
 
     # -- Backend protocol ------------------------------------------------------------------------
     def apply(self, session: Any, plan: Plan, **options: Any) -> Plan:
-        """Edit the meta model, then write the edited checkpoint (once per backend)."""
+        """Edit the meta model, then write the edited checkpoint (once per backend; with
+        ``deferred``, :meth:`write` does)."""
         if self.written:
             raise InputError("the shard backend writes one checkpoint: apply one plan")
         done = Plan(plan.op, [], dict(plan.config))
@@ -266,11 +271,18 @@ class ShardBackend:
             session.stale()
             done.actions.extend(actions)
         session.refused = {}  # nothing is left out: the written config is the check
+        if not self.deferred:
+            self.write(session)
+        return done
+
+    def write(self, session: Any) -> None:
+        """Write the checkpoint of the meta model as the applied plans left it."""
+        if self.written:
+            raise InputError("the shard backend writes one checkpoint: it is written")
         self.expected = shapes(session.model)
         if self.before_write is not None:
             self.before_write(session, self.expected)
         self._write()
-        return done
 
     def checkpoint(self, session: Any) -> Callable[[], None]:
         """Undo for the meta model, the planned cuts and renames, and any shards written."""
