@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import functools
 import statistics
 import time
@@ -194,12 +195,18 @@ def cut_rules(default: str) -> list[tuple[str, dict]]:
     ]  # fmt: skip
 
 
+def default_criterion() -> str:
+    """``ns.cut``'s default criterion, read from its config's field (a CutConfig cannot be
+    built without one of threshold / count / blocks / target_params)."""
+    return next(f.default for f in dataclasses.fields(CutConfig) if f.name == "importance")
+
+
 def cut_rows(width: str, seeds: tuple = CUT_SEEDS, n: int = 3, draws: int = 3) -> dict:
     """Every rule on every seed's base model of one width: ``{label: [per-seed result]}``."""
     torch.set_num_threads(1)
     x = torch.randn(1, 40)
     data = calib("mnist1d")
-    default = CutConfig().importance
+    default = default_criterion()
     rules = cut_rules(default)
     res: dict[str, list] = {label: [] for label, _ in rules}
     res["random"], res["original"], res["control"] = [], [], []
@@ -248,7 +255,7 @@ def _per_seed(rows: list[dict], k: int) -> list[tuple]:
 
 
 def cut_table(width: str, res: dict, seeds: tuple = CUT_SEEDS) -> tuple[str, str]:
-    default = f"{CutConfig().importance} (default)"
+    default = f"{default_criterion()} (default)"
     orig, ctrl = res["original"], res["control"]
     rows = [
         f"| original (12 blocks) | – | {orig[0]['params']:,} | "

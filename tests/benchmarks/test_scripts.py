@@ -168,3 +168,16 @@ def test_smallest_setting(script, env):
     if script == "zoo.py":  # it always writes its section: into the redirected file
         written = Path(env["NETSCULPT_RESULTS"]).read_text()
         assert "<!-- zoo:begin -->" in written and "| resnet18 | pass |" in written
+
+
+def test_cut_grow_reads_the_default_criterion_without_building_a_config():
+    """cut_grow.py read ``CutConfig().importance``, which raises since a CutConfig needs one of
+    threshold / count / blocks / target_params: the whole benchmark stopped at its first row."""
+    import importlib.util
+
+    from netsculpt.importance import ESTIMATORS
+
+    spec = importlib.util.spec_from_file_location("cut_grow", BENCH / "cut_grow.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.default_criterion() in {*ESTIMATORS, "influence", "angular", "kl", "ppl"}
