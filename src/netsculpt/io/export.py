@@ -65,9 +65,14 @@ def export(
 
 def _save_atomic(program: Any, p: Path) -> None:
     """``torch.export.save`` to a temporary name beside ``p``, renamed into place when done."""
-    tmp = p.with_name(f".{p.name}.partial")
+    import warnings
+
+    tmp = p.with_name(f".{p.stem}.partial{p.suffix}")
     try:
-        torch.export.save(program, str(tmp))
+        with warnings.catch_warnings():
+            # masked (N:M, unstructured) weights share no storage group; harmless on CPU
+            warnings.filterwarnings("ignore", message="No complete tensor found in the group")
+            torch.export.save(program, str(tmp))
         os.replace(tmp, p)
     finally:
         tmp.unlink(missing_ok=True)
