@@ -130,3 +130,15 @@ def test_metric_vs_cost_starts_at_the_first_evaluation_and_carries_the_cost():
         ("2. optimize", 500.0, 0.99, "macs"),
         ("3. heal", 500.0, 1.0, "macs"),
     ]
+
+
+def test_a_run_page_plots_the_search_trace_of_its_optimize_step():
+    pytest.importorskip("matplotlib")
+    trace = [{"macs": 900, "accuracy": 1.0}, {"macs": 500, "accuracy": 0.99}]
+
+    def page(details):
+        step = Report(op="optimize", before=Snapshot(params=2), after=Snapshot(params=1),
+                      details=details)  # fmt: skip
+        return Report.combine([step]).to_html()
+
+    assert page({"trace": trace}).count("<img") == page({}).count("<img") + 1

@@ -181,7 +181,9 @@ class BlockScorer:
 
     def _loss(self, block: Block) -> float:
         if any(b.target is None for b in self.batches):
-            raise InputError("criterion 'loss' needs labelled data: pass data=... of (x, y) batches")
+            raise InputError(
+                "criterion 'loss' needs labelled data: pass data=... of (x, y) batches"
+            )
         outs = self._ablated_outputs(block)
         if outs is None:
             return math.nan

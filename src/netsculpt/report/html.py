@@ -342,6 +342,8 @@ def _plots(rep: Report) -> list[str]:
             out.append(plot_group_sizes(d["groups"]))
         if d.get("blocks"):
             out.append(plot_block_sensitivity(d["blocks"]))
+        if rep.steps:
+            out.append(plot_trace(step))  # an optimize step of a run: its search trace
     return [p for p in out if p]
 
 
