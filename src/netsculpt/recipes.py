@@ -389,11 +389,7 @@ def run(
     report.layers_before, report.layers_after = layers_before, layer_sizes(runner.model)
     out = output or parsed.output
     if out is not None:
-        from netsculpt.io import save
+        from netsculpt.io.saving import save_run
 
-        out = Path(out)
-        save(runner.model, out)
-        report.to_json(out / "report.json")
-        report.to_html(out / "report.html")
-        report.notes.append(f"saved model and report to {out}")
+        report.notes.append(save_run(runner.model, out, report, runner.example_inputs))
     return report

@@ -24,7 +24,7 @@ steps:
   - heal: {steps: 10, teacher: original}
   - evaluate: {}
 """
-STEPS, LOOPS = 5, 2  # recipe steps; progress bars (train and heal)
+STEPS = 5  # recipe steps
 
 
 @pytest.fixture(autouse=True)
@@ -33,29 +33,61 @@ def _reset_level():
     progress.set_level(None)
 
 
-def _run_piped(tmp_path: Path, *flags: str) -> str:
-    recipe = tmp_path / "r.yaml"
-    recipe.write_text(RECIPE)
+def _run_piped(tmp_path: Path, *argv: str) -> str:
+    """``netsculpt ARGV`` with stdout and stderr going to a file, every step counted as long."""
     log = tmp_path / "log.txt"
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).parents[2] / "src"))
     env[progress.MIN_SECONDS_ENV] = "0"  # every step counts as long: the most lines possible
     env.pop(progress.ENV, None)
     with open(log, "w") as f:
-        cmd = [sys.executable, "-m", "netsculpt.cli", *flags, "run", str(recipe)]
+        cmd = [sys.executable, "-m", "netsculpt.cli", *argv]
         proc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, env=env, cwd=tmp_path)
     text = log.read_text()
     assert proc.returncode == 0, text[-2000:]
     return text
 
 
-def test_piped_recipe_writes_few_plain_lines(tmp_path):
-    text = _run_piped(tmp_path)
+def _step_lines(text: str) -> list[str]:
+    """The progress lines of a log, checked: each is a step's one closing line or a loop's
+    line per tenth (at most 9 of them per loop, in order)."""
     assert "\r" not in text
     lines = [ln for ln in text.splitlines() if ln.startswith("netsculpt: ")]
-    # at most one line per step, and per loop one per 10% plus its final line
-    assert STEPS <= len(lines) <= STEPS + LOOPS * 10, lines
+    tenths: dict[str, list[int]] = {}  # per loop now running: the tenths it wrote
+    for ln in lines:
+        text = ln[len("netsculpt: ") :]
+        if ": done in " in text:
+            tenths.pop(text.split(": done in ")[0], None)  # that loop (or step) has ended
+            continue
+        label, _, rest = text.rpartition(": ")
+        assert "%)" in rest, ln  # not a step's end: a loop's tenth
+        seen = tenths.setdefault(label, [])
+        seen.append(int(rest.split("(")[1].split("%")[0]))
+        assert len(seen) <= 9 and seen == sorted(set(seen)), (label, seen)
+    return lines
+
+
+def test_piped_recipe_writes_few_plain_lines(tmp_path):
+    (tmp_path / "r.yaml").write_text(RECIPE)
+    text = _run_piped(tmp_path, "run", "r.yaml")
+    lines = _step_lines(text)
+    assert len(lines) >= STEPS
     assert any("heal" in ln and "done in" in ln for ln in lines)
     assert "total" in text  # the report still prints
+
+
+def test_a_piped_prune_reports_each_engine_step_once(tmp_path):
+    """Capture, channel groups, calibration reading, scoring and surgery each write their
+    one line (the engine steps, reported by the session), then the command's own."""
+    argv = ["prune", "digits-cnn", "--amount", "0.5", "--importance", "taylor"]
+    lines = _step_lines(_run_piped(tmp_path, *argv, "--data", "digits-image", "-o", "out"))
+    labels = [ln[len("netsculpt: ") :].split(": done in")[0] for ln in lines]
+    for step in ("capture (torch.export)", "channel groups", "read calibration data",
+                 "prune: surgery and verify (3 actions)", "prune digits-cnn", "save out"):  # fmt: skip
+        assert labels.count(step) >= 1, (step, labels)
+    assert any(lb.startswith("score ") and lb.endswith(" groups (taylor)") for lb in labels)
+    assert labels.count("read calibration data") == 1  # data is read once per session
+    quiet = _run_piped(tmp_path, "-q", *argv, "--data", "digits-image", "-o", "out2")
+    assert "netsculpt: " not in quiet and "\r" not in quiet and "saved to out2" in quiet
 
 
 def test_q_silences_a_recipe(tmp_path, capfd, monkeypatch):

@@ -106,28 +106,89 @@ def program_file(tmp_path_factory):
     return path
 
 
+def _params(path) -> int:
+    return sum(p.numel() for p in load_model_file(path).parameters())
+
+
 @pytest.mark.parametrize(
     "argv",
     [
         ["analyze"],
-        ["prune", "--amount", "0.3", "-o", "{t}/p"],
-        ["merge", "-o", "{t}/m"],
-        ["heal", "--data", "digits-image", "--steps", "3", "-o", "{t}/h"],
+        ["prune", "--amount", "0.3", "-o", "{t}/out.pt2"],
+        ["cut", "--count", "1", "-o", "{t}/out.pt2"],
+        ["grow", "-o", "{t}/out.pt2"],
+        ["optimize", "--target-macs", "0.8", "--no-heal", "--time-budget", "20",
+         "-o", "{t}/out.pt2"],
+        ["merge", "-o", "{t}/out.pt2"],
+        ["heal", "--data", "digits-image", "--steps", "3", "-o", "{t}/out.pt2"],
         ["evaluate", "--data", "digits-image"],
         ["export", "{t}/again.onnx"],
     ],
-)
+)  # fmt: skip
 def test_a_pt2_is_the_model_of_every_command(program_file, tmp_path, capsys, argv):
+    """Each command takes the .pt2; an edited model goes out as a .pt2 that loads, runs at
+    batch 16 and has the parameter count the report gives."""
     argv = [a.replace("{t}", str(tmp_path)) for a in argv]
-    assert main(["-q", argv[0], str(program_file), *argv[1:]]) == 0
+    report = ["--report", str(tmp_path / "r.json")] if "-o" in argv else []
+    assert main(["-q", argv[0], str(program_file), *argv[1:], *report]) == 0
     assert "error" not in capsys.readouterr().err
+    out = tmp_path / "out.pt2"
+    if "-o" not in argv:
+        return
+    import json
+
+    after = json.loads((tmp_path / "r.json").read_text())["after"]["params"]
+    assert _params(out) == after
+    with torch.no_grad():
+        y = load_model_file(out)(torch.randn(16, 1, 8, 8))
+    assert y.shape == (16, 10) and torch.isfinite(y).all()
 
 
-@pytest.mark.parametrize("command", ["cut", "grow", "optimize"])
-def test_depth_commands_refuse_a_pt2_in_one_line(program_file, tmp_path, capsys, command):
-    extra = {"cut": ["--count", "1"], "grow": [], "optimize": ["--target-macs", "0.5"]}[command]
-    argv = [command, str(program_file), *extra, "-o", str(tmp_path / "out")]
+def test_merge_models_and_run_take_a_pt2(program_file, tmp_path, capsys):
+    out = tmp_path / "avg.pt2"
+    assert main(["-q", "merge-models", str(program_file), str(program_file), "-o", str(out)]) == 0
+    assert _params(out) == _params(program_file)
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(f"model: {program_file}\nsteps:\n  - prune: {{amount: 0.5}}\n")
+    assert main(["-q", "run", str(recipe), "-o", str(tmp_path / "run.pt2")]) == 0
+    assert 0 < _params(tmp_path / "run.pt2") < _params(program_file)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["cut", "--blocks", "block"],
+        ["grow", "--where", "block"],
+        ["merge"],
+        ["prune", "--amount", "0.5"],
+    ],
+)
+def test_a_pt2_gives_the_same_result_as_the_model_it_came_from(
+    program_file, tmp_path, capsys, argv
+):
+    """The same op on digits-cnn and on its .pt2: the same report figures, the same outputs."""
+    import json
+
+    runs = {}
+    for name, model, out in (
+        ("builtin", "digits-cnn", tmp_path / "a"),
+        ("program", str(program_file), tmp_path / "b.pt2"),
+    ):
+        rep = tmp_path / f"{name}.json"
+        assert main(["-q", argv[0], model, *argv[1:], "-o", str(out), "--report", str(rep)]) == 0
+        data = json.loads(rep.read_text())
+        runs[name] = (data["before"], data["after"], load_model_file(out))
+    (b1, a1, m1), (b2, a2, m2) = runs["builtin"], runs["program"]
+    for key in ("params", "macs"):
+        assert b1[key] == b2[key] and a1[key] == a2[key]
+    x = torch.randn(16, 1, 8, 8)
+    with torch.no_grad():
+        assert (m1.eval()(x) - m2(x)).abs().max() < TOL
+
+
+def test_a_pt2_model_needs_a_pt2_output(program_file, tmp_path, capsys):
+    argv = ["prune", str(program_file), "--amount", "0.5", "-o", str(tmp_path / "out")]
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "torch.export program" in err
+    assert len(err.splitlines()) == 1 and "give -o OUT.pt2" in err
     assert not (tmp_path / "out").exists()

@@ -108,3 +108,37 @@ def test_recipe_total_starts_at_the_first_evaluation():
     assert rep.before.metric == pytest.approx(first.after.metric)
     assert rep.before.metric != pytest.approx(train.before.metric)  # not the random init
     assert rep.after.metric == pytest.approx(rep.steps[-1].after.metric)
+
+
+def test_metric_vs_cost_starts_at_the_first_evaluation_and_carries_the_cost():
+    """prune (no metric) -> optimize (metric, MACs) -> heal (metric, no MACs): three points, the
+    start at the optimize's before and the heal at the MACs the optimize left."""
+    from netsculpt.report.html import metric_points
+
+    def snap(macs=None, acc=None):
+        return Snapshot(params=1, macs=macs, metric=acc, metric_name="accuracy" if acc else None)
+
+    run = Report.combine(
+        [
+            Report(op="prune", before=snap(900), after=snap(900)),
+            Report(op="optimize", before=snap(900, 1.0), after=snap(500, 0.99)),
+            Report(op="heal", before=snap(acc=0.98), after=snap(acc=1.0)),
+        ]
+    )
+    assert metric_points(run) == [
+        ("start", 900.0, 1.0, "macs"),
+        ("2. optimize", 500.0, 0.99, "macs"),
+        ("3. heal", 500.0, 1.0, "macs"),
+    ]
+
+
+def test_a_run_page_plots_the_search_trace_of_its_optimize_step():
+    pytest.importorskip("matplotlib")
+    trace = [{"macs": 900, "accuracy": 1.0}, {"macs": 500, "accuracy": 0.99}]
+
+    def page(details):
+        step = Report(op="optimize", before=Snapshot(params=2), after=Snapshot(params=1),
+                      details=details)  # fmt: skip
+        return Report.combine([step]).to_html()
+
+    assert page({"trace": trace}).count("<img") == page({}).count("<img") + 1

@@ -101,6 +101,8 @@ def check_output(path: str | None, *, suffixes: tuple[str, ...] = ()) -> None:
 
     if suffixes:
         check_file_target(path, suffixes, what="report")
+    elif is_program(path):
+        check_file_target(path, (".pt2",), what="output")
     else:
         check_save_target(path, what="output")
 
@@ -236,9 +238,20 @@ def measure_after(report, before, model, example_inputs) -> None:
     report.after = report.after.fill(after)
 
 
+def is_program(path: Any) -> bool:
+    """A ``.pt2`` path (a torch.export program)."""
+    return path is not None and str(path).endswith(".pt2")
+
+
 def check_model_output(output: str | None, model_arg: str, source: str | None) -> None:
     """Before any work: a model that came from a Hugging Face folder goes out as one, so ``-o``
-    must be a new or empty folder other than the model's own."""
+    must be a new or empty folder other than the model's own; one that came from a ``.pt2``
+    goes out as a ``.pt2`` (a netsculpt folder could not name its class)."""
+    if output is not None and is_program(model_arg) and not is_program(output):
+        raise InputError(
+            f"-o {output}: {model_arg} is a torch.export program, so the result is written "
+            "as one (a netsculpt folder of it could not be loaded back); give -o OUT.pt2"
+        )
     if output is None or source != "hf":
         return
     from netsculpt.hf.folders import check_hf_target, is_hf_folder
@@ -247,15 +260,26 @@ def check_model_output(output: str | None, model_arg: str, source: str | None) -
         check_hf_target(Path(model_arg), output)
 
 
-def save_model(model, output: str | None, model_arg: str, source: str | None) -> None:
+def save_model(
+    model, output: str | None, model_arg: str, source: str | None, example_inputs: Any = None
+) -> None:
     """Write the result to ``-o`` in the form it came in: a Hugging Face folder (with its
     tokenizer, generation config and sentence-transformers modules) when MODEL was one and its
-    config can describe the result, else a netsculpt folder (with a one-line note saying why).
-    Prints where it went."""
+    config can describe the result, a torch.export program (dynamic batch, traced on
+    ``example_inputs``) when ``-o`` ends in ``.pt2``, else a netsculpt folder (with a one-line
+    note saying why). Prints where it went."""
     if output is None:
         return
     from netsculpt.core import progress
 
+    if is_program(output):
+        from netsculpt.io import export
+
+        if example_inputs is None:
+            raise InputError(f"-o {output}: no example input is known to trace {model_arg} on")
+        export(model, output, example_inputs)
+        print(f"saved to {output} (torch.export program, dynamic batch)")
+        return
     with progress.step(f"save {output}"):
         _save_model(model, output, model_arg, source)
 
@@ -291,17 +315,6 @@ def _is_hf_folder(path: str) -> bool:
     from netsculpt.hf.folders import is_hf_folder
 
     return is_hf_folder(path)
-
-
-def refuse_program(model_arg: str, command: str) -> None:
-    """``cut`` / ``grow`` / ``optimize`` change which blocks run; a ``.pt2`` program is one flat
-    graph that reads every weight itself, with no blocks to remove or insert."""
-    if str(model_arg).endswith(".pt2"):
-        raise InputError(
-            f"{command} needs the model's blocks, and {model_arg} is a torch.export program (one "
-            f"flat graph); {command} the model it was exported from (a built-in name or a "
-            "netsculpt folder) and export the result"
-        )
 
 
 def short_name(model_arg: str) -> str:

@@ -16,7 +16,6 @@ from netsculpt.cli._common import (
     config_overrides,
     measure_after,
     measure_before,
-    refuse_program,
     save_model,
     split_names,
     write_report,
@@ -38,7 +37,9 @@ FIELDS = ["importance", "iterative", "bridge", "max_batches", "seed", "recalibra
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_argument(parser)
     add_data_argument(parser, "calibration data (the example input if not given)")
-    parser.add_argument("-o", "--output", required=True, help="folder to save the cut model")
+    parser.add_argument(
+        "-o", "--output", required=True, help="folder (or .pt2 file) to save the cut model"
+    )
     what = parser.add_mutually_exclusive_group(required=True)
     add_config_arguments(
         parser,
@@ -72,7 +73,6 @@ def run(args: argparse.Namespace) -> int:
 
     check_output(args.output)
     check_output(args.report, suffixes=(".json", ".html"))
-    refuse_program(args.model, "cut")
     model, example_inputs, source = resolve_model(args.model)
     check_data(args.data, example_inputs, args.model)
     check_model_output(args.output, args.model, source)
@@ -91,6 +91,6 @@ def run(args: argparse.Namespace) -> int:
         report = cut(model, example_inputs, data=data, ignore=split_names(args.protect), **options)
     measure_after(report, before, model, example_inputs)
     print(report)
-    save_model(model, args.output, args.model, source)
+    save_model(model, args.output, args.model, source, example_inputs)
     write_report(report, args.report)
     return 0

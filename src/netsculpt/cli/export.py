@@ -43,9 +43,7 @@ def run(args: argparse.Namespace) -> int:
         what = "static shapes"
     else:
         _, _, shapes = dynamic_inputs(model, *normalize_inputs(example_inputs, model))
-        specs = shapes.values() if isinstance(shapes, dict) else (shapes or ())
-        dims = {d for spec in specs if spec for d in spec}
-        what = "dynamic batch" + (" and sequence" if 1 in dims else "")
+        what = "dynamic batch" + (" and sequence" if 1 in _dims(shapes) else "")
     print(f"exported {args.model} to {path} ({what})")
     if not args.check:
         return 0
@@ -55,6 +53,14 @@ def run(args: argparse.Namespace) -> int:
     for n, d in diffs.items():
         print(f"batch {n}: max |diff| {d:.2e} {'ok' if d <= TOLERANCE else 'TOO LARGE'}")
     return 0 if ok else 1
+
+
+def _dims(shapes) -> set[int]:
+    """The dynamic dimensions named anywhere in torch.export's ``dynamic_shapes``."""
+    if isinstance(shapes, dict) and all(isinstance(k, int) for k in shapes):
+        return set(shapes)
+    items = shapes.values() if isinstance(shapes, dict) else (shapes or ())
+    return {d for spec in items if spec for d in _dims(spec)}
 
 
 def _batch(example_inputs) -> int:

@@ -15,7 +15,6 @@ from netsculpt.cli._common import (
     config_overrides,
     measure_after,
     measure_before,
-    refuse_program,
     save_model,
     write_report,
 )
@@ -36,7 +35,9 @@ FIELDS = ["kind", "count", "threshold", "importance", "factor", "noise", "traina
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_argument(parser)
     add_data_argument(parser, "calibration data (the example input if not given)")
-    parser.add_argument("-o", "--output", required=True, help="folder to save the grown model")
+    parser.add_argument(
+        "-o", "--output", required=True, help="folder (or .pt2 file) to save the grown model"
+    )
     parser.add_argument("--where", default="auto", help="'auto' or comma-separated block names")
     add_config_arguments(
         parser,
@@ -58,7 +59,6 @@ def run(args: argparse.Namespace) -> int:
 
     check_output(args.output)
     check_output(args.report, suffixes=(".json", ".html"))
-    refuse_program(args.model, "grow")
     model, example_inputs, source = resolve_model(args.model)
     check_data(args.data, example_inputs, args.model)
     check_model_output(args.output, args.model, source)
@@ -80,6 +80,6 @@ def run(args: argparse.Namespace) -> int:
         )
     measure_after(report, before, model, example_inputs)
     print(report)
-    save_model(model, args.output, args.model, source)
+    save_model(model, args.output, args.model, source, example_inputs)
     write_report(report, args.report)
     return 0

@@ -25,7 +25,9 @@ ORDER = 60
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_argument(parser)
     add_data_argument(parser, "training data", required=True)
-    parser.add_argument("-o", "--output", required=True, help="folder to save the healed model")
+    parser.add_argument(
+        "-o", "--output", required=True, help="folder (or .pt2 file) to save the healed model"
+    )
     parser.add_argument("--teacher", help="the original model (name or folder) to distil from")
     budget = parser.add_mutually_exclusive_group()
     budget.add_argument("--epochs", type=int, help="passes over the data (default 1)")
@@ -54,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
 
     check_output(args.output)
     check_output(args.report, suffixes=(".json", ".html"))
-    model, _, source = resolve_model(args.model)
+    model, example_inputs, source = resolve_model(args.model)
     check_model_output(args.output, args.model, source)
     teacher = resolve_model(args.teacher)[0] if args.teacher else None
     train = make_loader(
@@ -78,6 +80,6 @@ def run(args: argparse.Namespace) -> int:
         task="lm" if args.data == "stdlib-text" else "classification",
     )
     print(report)
-    save_model(model, args.output, args.model, source)
+    save_model(model, args.output, args.model, source, example_inputs)
     write_report(report, args.report)
     return 0

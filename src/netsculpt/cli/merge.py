@@ -37,7 +37,9 @@ FIELDS = ["seed", "max_batches"]
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_argument(parser)
-    parser.add_argument("-o", "--output", required=True, help="folder to save the merged model")
+    parser.add_argument(
+        "-o", "--output", required=True, help="folder (or .pt2 file) to save the merged model"
+    )
     parser.add_argument("--neurons", action="store_true", help="merge near-duplicate neurons")
     parser.add_argument("--blocks", action="store_true", help="collapse similar adjacent blocks")
     # MergeConfig fields with a flag of their own (help and type from the op registry); the
@@ -90,6 +92,6 @@ def run(args: argparse.Namespace) -> int:
         )
     measure_after(report, before, model, example_inputs)
     print(report)
-    save_model(model, args.output, args.model, source)
+    save_model(model, args.output, args.model, source, example_inputs)
     write_report(report, args.report)
     return 0

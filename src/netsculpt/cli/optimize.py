@@ -16,7 +16,6 @@ from netsculpt.cli._common import (
     check_output,
     data_names,
     load_model,
-    refuse_program,
     save_model,
     write_report,
 )
@@ -28,7 +27,7 @@ ORDER = 25
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_argument(parser)
-    parser.add_argument("-o", "--output", help="folder to save the optimized model")
+    parser.add_argument("-o", "--output", help="folder (or .pt2 file) to save the optimized model")
     parser.add_argument(
         "--data",
         metavar="NAME",
@@ -81,7 +80,6 @@ def run(args: argparse.Namespace) -> int:
     check_output(args.output)
     if args.report:
         check_output(args.report, suffixes=(".json", ".html"))
-    refuse_program(args.model, "optimize")
     model, example_inputs, source = load_model(args.model)
     check_data(args.data, example_inputs, args.model)
     check_model_output(args.output, args.model, source)
@@ -95,6 +93,6 @@ def run(args: argparse.Namespace) -> int:
     for note in report.notes:
         print(f"note: {note}")
     if args.output:
-        save_model(model, args.output, args.model, source)
+        save_model(model, args.output, args.model, source, example_inputs)
     write_report(report, args.report)
     return 0

@@ -43,7 +43,7 @@ COMMON = ["importance", "max_batches", "seed"]
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_argument(parser)
-    parser.add_argument("-o", "--output", help="folder to save the pruned model")
+    parser.add_argument("-o", "--output", help="folder (or .pt2 file) to save the pruned model")
     s = parser.add_argument_group("structured")
     u = parser.add_argument_group("unstructured")
     where = {**dict.fromkeys(STRUCTURED, s), **dict.fromkeys(UNSTRUCTURED, u)}
@@ -114,7 +114,7 @@ def run(args: argparse.Namespace) -> int:
     print(report)
     for note in report.notes:
         print(f"note: {note}")
-    save_model(model, args.output, args.model, source)
+    save_model(model, args.output, args.model, source, example_inputs)
     write_report(report, args.report)
     return 0
 

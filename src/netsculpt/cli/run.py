@@ -15,13 +15,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="recipe YAML file (see examples/recipes/), or a report.json to replay its op",
     )
     parser.add_argument("--model", help="model to run on (overrides the recipe's model:)")
-    parser.add_argument("-o", "--output", help="output folder (overrides the recipe's output:)")
+    parser.add_argument(
+        "-o", "--output", help="output folder or .pt2 file (overrides the recipe's output:)"
+    )
     parser.add_argument("--check", action="store_true", help="validate the recipe and stop")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress output")
 
 
 def run(args: argparse.Namespace) -> int:
-    from netsculpt.cli._common import check_output
+    from netsculpt.cli._common import check_model_output, check_output
     from netsculpt.recipes import load_recipe, replay_config
     from netsculpt.recipes import run as run_recipe
 
@@ -29,6 +31,10 @@ def run(args: argparse.Namespace) -> int:
     recipe = replay_config(args.recipe) if args.recipe.endswith(".json") else args.recipe
     if args.model:
         recipe = load_recipe(recipe).model_copy(update={"model": args.model})
+    parsed = load_recipe(recipe)
+    out = args.output or parsed.output
+    check_output(out)
+    check_model_output(str(out) if out else None, str(parsed.model or ""), None)
     if args.check:
         recipe = load_recipe(recipe)
         print(f"{args.recipe}: ok ({len(recipe.steps)} steps)")

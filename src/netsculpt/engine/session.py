@@ -4,7 +4,8 @@ An op never exports the model or reads data itself: it asks its session, which e
 and again only after an edit changed the model (:meth:`Session.apply` marks the capture stale),
 and reads the calibration data once with one batch rule (``max_batches``, ``batch_size``).
 The session applies plans through its backend, takes the before / after snapshots, restores
-the model when anything fails, and builds the Report.
+the model when anything fails, and builds the Report. Each of these steps (and an op's scoring,
+through :meth:`Session.step`) reports through :mod:`netsculpt.core.progress`.
 
 >>> import torch
 >>> from torch import nn
@@ -25,6 +26,7 @@ import torch
 from torch import nn
 
 from netsculpt.calibration.batches import Batch, check_batch, read_batches
+from netsculpt.core import progress
 from netsculpt.core.errors import InputError
 from netsculpt.core.plan import Plan
 from netsculpt.core.select import ignored_names
@@ -86,7 +88,8 @@ class Session:
     def captured(self) -> Captured:
         """The exported program of the model as it is now (exported at most once per edit)."""
         if self._cap is None:
-            self._cap = capture(self.model, self.example_inputs)
+            with self.step("capture (torch.export)"):
+                self._cap = capture(self.model, self.example_inputs)
             self.exports += 1
         return self._cap
 
@@ -94,9 +97,11 @@ class Session:
     def graph(self) -> StructureGraph:
         """The channel groups of the model as it is now (built from :attr:`captured`)."""
         if self._graph is None:
-            self._graph = build_graph(
-                self.model, self.example_inputs, ignore=self.ignore, cap=self.captured
-            )
+            cap = self.captured
+            with self.step("channel groups"):
+                self._graph = build_graph(
+                    self.model, self.example_inputs, ignore=self.ignore, cap=cap
+                )
         return self._graph
 
     def blocks(self) -> list:
@@ -104,7 +109,9 @@ class Session:
         if self._blocks is None:
             from netsculpt.graph.blocks import find_blocks
 
-            self._blocks = find_blocks(self.model, self.example_inputs, self.captured)
+            cap = self.captured
+            with self.step("blocks"):
+                self._blocks = find_blocks(self.model, self.example_inputs, cap)
         return self._blocks
 
     @property
@@ -121,7 +128,10 @@ class Session:
                 if required:
                     raise InputError(f"{required} needs calibration data (data=, --data)")
                 return [Batch(self.example_inputs)]
-            with torch.random.fork_rng(devices=[]):  # a shuffling loader draws the same batches
+            with (
+                self.step("read calibration data"),
+                torch.random.fork_rng(devices=[]),  # a shuffling loader draws the same batches
+            ):
                 _seed_everything(self.seed)
                 batches = read_batches(self.data, self.max_batches, self.batch_size)
             check_batch(batches[0].inputs, self.example_inputs, 0)
@@ -137,6 +147,19 @@ class Session:
     def stale(self) -> None:
         """The model changed: the next read re-exports it."""
         self._cap = self._graph = self._blocks = None
+
+    @staticmethod
+    def step(label: str) -> Any:
+        """A context for one step of work (an op's scoring): a spinner on a terminal, one line
+        in a log when it took longer than about 2 s, nothing with ``-q``
+        (:func:`netsculpt.core.progress.step`)."""
+        return progress.step(label)
+
+    @staticmethod
+    def track(items: Any, label: str) -> Any:
+        """``items`` with a progress bar (in a log: a line per 10 % and one at the end, for
+        work longer than about 2 s) (:func:`netsculpt.core.progress.track`)."""
+        return progress.track(items, label)
 
     # -- measuring -----------------------------------------------------------------------------
     def snapshot(self, predicted: dict | None = None, graph: Any = None) -> Snapshot:
@@ -158,7 +181,9 @@ class Session:
     def apply(self, plan: Plan, **options: Any) -> Plan:
         """Apply ``plan`` through the backend; returns what was really applied (actions a
         check refused are left out, with a note). The capture is stale afterwards."""
-        done = self.backend.apply(self, plan, **options)
+        n = len(plan.actions)
+        with self.step(f"{plan.op}: surgery and verify ({n} action{'s' * (n != 1)})"):
+            done = self.backend.apply(self, plan, **options)
         self.stale()
         return done
 

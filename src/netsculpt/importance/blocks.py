@@ -162,11 +162,13 @@ class BlockScorer:
         return replacement(block, self.bridge(block) if block.how.startswith("bridge") else None)
 
     # -- criteria ------------------------------------------------------------------------------
-    def score(self, criterion: str) -> dict[str, float]:
-        """``{block name: score}`` for one criterion (NaN where it is undefined)."""
+    def score(self, criterion: str, each: Any = None) -> dict[str, float]:
+        """``{block name: score}`` for one criterion (NaN where it is undefined). ``each``
+        wraps the loop over blocks (a progress bar: ``each(blocks) -> iterable``)."""
         if criterion not in _SCORERS:
             raise InputError(f"unknown block criterion {criterion!r}: one of {', '.join(CRITERIA)}")
-        return {b.name: float(_SCORERS[criterion](self, b)) for b in self.blocks}
+        blocks = each(self.blocks) if each is not None else self.blocks
+        return {b.name: float(_SCORERS[criterion](self, b)) for b in blocks}
 
     def _ablated_outputs(self, block: Block) -> list | None:
         fn = self.replacement(block)
@@ -179,7 +181,9 @@ class BlockScorer:
 
     def _loss(self, block: Block) -> float:
         if any(b.target is None for b in self.batches):
-            raise InputError("criterion 'loss' needs labelled data: (x, y) batches")
+            raise InputError(
+                "criterion 'loss' needs labelled data: pass data=... of (x, y) batches"
+            )
         outs = self._ablated_outputs(block)
         if outs is None:
             return math.nan

@@ -54,13 +54,28 @@ def export(
             ep = _traced(lambda: torch.export.export(
                 model, args, kwargs, dynamic_shapes=shapes, strict=False
             ))  # fmt: skip
-            torch.export.save(ep, str(p))
+            _save_atomic(ep, p)
         else:
             _traced(lambda: torch.onnx.export(
                 model, args, str(p), kwargs=kwargs, dynamic_shapes=shapes, dynamo=True,
                 verbose=False,
             ))  # fmt: skip
     return p
+
+
+def _save_atomic(program: Any, p: Path) -> None:
+    """``torch.export.save`` to a temporary name beside ``p``, renamed into place when done."""
+    import warnings
+
+    tmp = p.with_name(f".{p.stem}.partial{p.suffix}")
+    try:
+        with warnings.catch_warnings():
+            # masked (N:M, unstructured) weights share no storage group; harmless on CPU
+            warnings.filterwarnings("ignore", message="No complete tensor found in the group")
+            torch.export.save(program, str(tmp))
+        os.replace(tmp, p)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 BATCH, SEQ = "batch", "seq"
@@ -110,9 +125,19 @@ def dynamic_inputs(
     new_kwargs, kw_specs = {}, {}
     for k, v in kwargs.items():
         new_kwargs[k], kw_specs[k] = one(v)
+    if _takes_var_args(model):  # forward(*args, **kwargs): a loaded .pt2's unflattened module
+        specs = (tuple(arg_specs), kw_specs) if kwargs else (tuple(arg_specs),)
+        return tuple(new_args), new_kwargs, specs
     if not kwargs:
         return tuple(new_args), new_kwargs, tuple(arg_specs)
     return tuple(new_args), new_kwargs, _by_name(model, tuple(arg_specs), kw_specs)
+
+
+def _takes_var_args(model: nn.Module) -> bool:
+    import inspect
+
+    params = list(inspect.signature(model.forward).parameters.values())
+    return bool(params) and params[0].kind == params[0].VAR_POSITIONAL
 
 
 def _by_name(model: nn.Module, arg_specs: tuple, kw_specs: dict[str, Any]) -> Any:

@@ -34,13 +34,11 @@ def load_model_file(path: str | os.PathLike, *, arch: str | None = None) -> nn.M
     if not p.is_file():
         raise InputError(f"{p}: no such file or folder")
     if p.suffix == ".pt2":
-        from netsculpt.io.program import load_program, program_module
+        from netsculpt.io.program import load_program, program_example
+        from netsculpt.io.unflatten import program_model
 
         program = load_program(p)  # refuses pickles that could run code
-        try:
-            return program_module(program)
-        except Exception as exc:  # noqa: BLE001
-            raise InputError(f"{p}: cannot rebuild the module ({type(exc).__name__})") from exc
+        return program_model(program, program_example(program), where=p)
     if p.suffix == ".safetensors":
         from safetensors.torch import load_file
 

@@ -59,10 +59,12 @@ def resolve_model(name_or_path: str) -> tuple[nn.Module, Any, str | None]:
 
 def _from_path(path: Path) -> tuple[nn.Module, Any, str | None]:
     if path.suffix == ".pt2":
-        from netsculpt.io.program import program_example, program_module
+        from netsculpt.io.program import program_example
+        from netsculpt.io.unflatten import program_model
 
         ep = _load_program(path)
-        return program_module(ep), program_example(ep), None
+        example = program_example(ep)
+        return program_model(ep, example, where=path), example, None
     from netsculpt.io import load_model_file
 
     model = load_model_file(path)

@@ -144,3 +144,19 @@ def save(model: nn.Module, directory: str | os.PathLike, *, source: str | None =
     if old.exists():
         remove_own(old)
     return target
+
+
+def save_run(model: nn.Module, out: str | os.PathLike, report: Any, example_inputs: Any) -> str:
+    """Where a recipe's result goes: ``out`` ending in ``.pt2`` gets the model exported (dynamic
+    batch; the report is printed, not written); a folder gets the model
+    (:func:`save`) and ``report.json`` / ``report.html``. Returns the note saying where."""
+    out = Path(out)
+    if out.suffix == ".pt2":
+        from netsculpt.io.export import export
+
+        export(model, out, example_inputs)
+        return f"saved the model to {out} (torch.export program, dynamic batch)"
+    save(model, out)
+    report.to_json(out / "report.json")
+    report.to_html(out / "report.html")
+    return f"saved model and report to {out}"

@@ -81,7 +81,9 @@ def run(session: Any, cfg: AnalyzeConfig) -> Any:
     groups = [g for g in graph.groups if g.size > 1 and any(m.kind == "param" for m in g.members)]
     needs = getattr(ESTIMATORS.get(imp), "needs_data", False)
     data = session.data_batches(f"importance '{imp}'" if needs else None)
-    scores = score_groups(imp, model, graph, graph.prunable_groups(), data=data, seed=cfg.seed)
+    prunable = graph.prunable_groups()
+    with session.step(f"score {len(prunable)} groups ({imp})"):
+        scores = score_groups(imp, model, graph, prunable, data=data, seed=cfg.seed)
     rows = []
     for g in groups:
         s = scores.get(g.id)
@@ -120,11 +122,12 @@ def _block_rows(session: Any, cfg: AnalyzeConfig) -> list[dict]:
             raise InputError(f"analyze: blocks= names no block {unknown[0]!r} of this model")
         blocks = [b for b in blocks if b.name in cfg.blocks]
     data = session.batches() if session.has_data else None
-    return block_table(
-        session.model,
-        session.example_inputs,
-        data,
-        cfg.criteria or TABLE_DEFAULT,
-        blocks=blocks,
-        max_batches=cfg.max_batches,
-    )
+    with session.step(f"score {len(blocks)} blocks"):
+        return block_table(
+            session.model,
+            session.example_inputs,
+            data,
+            cfg.criteria or TABLE_DEFAULT,
+            blocks=blocks,
+            max_batches=cfg.max_batches,
+        )

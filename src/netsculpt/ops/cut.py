@@ -280,7 +280,7 @@ def _scores(session: Any, scorer: BlockScorer | None, cands: list[Block], cfg: C
     if imp == "last":
         return {b.name: -float(i) for i, b in enumerate(cands)}
     assert scorer is not None
-    scores = scorer.score(imp)
+    scores = scorer.score(imp, each=lambda bs: session.track(bs, f"score blocks ({imp})"))
     return {b.name: scores[b.name] for b in cands}
 
 

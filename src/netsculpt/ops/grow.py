@@ -176,7 +176,7 @@ def _scores(session: Any, cfg: GrowConfig, eligible: list[Block]) -> dict[str, f
     data = session.batches() if session.has_data else None
     scorer = BlockScorer(session.model, session.example_inputs, data, eligible,
                          max_batches=cfg.max_batches)  # fmt: skip
-    scores = scorer.score(imp)
+    scores = scorer.score(imp, each=lambda bs: session.track(bs, f"score blocks ({imp})"))
     return {b.name: scores[b.name] for b in eligible}
 
 

@@ -227,10 +227,13 @@ def scores_for(session: Any, importance: Any, groups: list, seed: int) -> dict[i
             out[g.id] = s
         return out
     if getattr(session, "scorer", None) is not None:
-        return session.scorer(importance, groups)
+        with session.step(f"score {len(groups)} groups ({importance})"):
+            return session.scorer(importance, groups)
     needs = getattr(ESTIMATORS.get(importance), "needs_data", False)
     data = session.data_batches(f"importance '{importance}'" if needs else None)
-    return score_groups(importance, session.model, session.graph, groups, data=data, seed=seed)
+    graph = session.graph
+    with session.step(f"score {len(groups)} groups ({importance})"):
+        return score_groups(importance, session.model, graph, groups, data=data, seed=seed)
 
 
 def _structured(session: Any, cfg: StructuredConfig, rounds: Any = None) -> Any:

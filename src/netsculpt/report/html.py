@@ -268,6 +268,8 @@ def plot_block_sensitivity(rows: list[dict[str, Any]]) -> str | None:
     rows = rows[:MAX_BARS]
     if not crit or not rows:
         return None
+    from matplotlib.ticker import FormatStrFormatter, MaxNLocator
+
     fig = _figure(min(12.0, 2.0 + 2.2 * len(crit)), max(2.0, 0.26 * len(rows) + 1.0))
     y = list(range(len(rows)))
     for i, c in enumerate(crit):
@@ -278,6 +280,8 @@ def plot_block_sensitivity(rows: list[dict[str, Any]]) -> str | None:
         ax.invert_yaxis()
         ax.set_title(c, fontsize=9)
         ax.tick_params(axis="x", labelsize=7)
+        ax.xaxis.set_major_locator(MaxNLocator(3))  # a narrow panel: few ticks, short labels
+        ax.xaxis.set_major_formatter(FormatStrFormatter("%.2g"))
     fig.suptitle("block sensitivity (higher: removing it hurts more)", fontsize=11, y=1.07)
     return _png(fig)
 
@@ -287,15 +291,18 @@ def metric_points(rep: Report) -> list[tuple[str, float, float, str]]:
     cost = (
         "macs" if rep.before.macs is not None or any(s.after.macs for s in rep.steps) else "params"
     )
-    pts = []
+    pts: list[tuple[str, float, float, str]] = []
     snaps = [("start", rep.steps[0].before if rep.steps else rep.before)]
-    snaps += [(f"{i + 1}. {s.op}", s.after) for i, s in enumerate(rep.steps)] or [
-        (rep.op, rep.after)
-    ]
+    for i, s in enumerate(rep.steps):  # a step's before: the start when nothing was measured yet
+        snaps += [("", s.before), (f"{i + 1}. {s.op}", s.after)]
+    snaps += [] if rep.steps else [(rep.op, rep.after)]
+    last = None  # a step that does not measure the cost (heal) leaves it as it was
     for label, snap in snaps:
         c = getattr(snap, cost)
-        if c is not None and snap.metric is not None:
-            pts.append((label, float(c), float(snap.metric), cost))
+        last = c if c is not None else last
+        if last is None or snap.metric is None or (not label and pts):
+            continue
+        pts.append((label or "start", float(last), float(snap.metric), cost))
     return pts
 
 
@@ -335,6 +342,8 @@ def _plots(rep: Report) -> list[str]:
             out.append(plot_group_sizes(d["groups"]))
         if d.get("blocks"):
             out.append(plot_block_sensitivity(d["blocks"]))
+        if rep.steps:
+            out.append(plot_trace(step))  # an optimize step of a run: its search trace
     return [p for p in out if p]
 
 

@@ -30,18 +30,46 @@ from netsculpt.surgery.hf import layer_fields
 _HF_IDX = ("layer_idx",)
 
 
+def _stream(x: Any, args: tuple) -> Any:
+    """The block's input: its first tensor argument (a loaded ``.pt2``'s blocks may take
+    symbolic sizes before it)."""
+    if isinstance(x, torch.Tensor):
+        return x
+    return next((a for a in args if isinstance(a, torch.Tensor)), x)
+
+
 class Skip(nn.Module):
-    """A removed residual block: returns its (first) input; extra arguments are ignored."""
+    """A removed residual block: returns its (first tensor) input; other arguments are ignored."""
 
     def forward(self, x: Any, *args: Any, **kwargs: Any) -> Any:
-        return x
+        return _stream(x, args)
 
 
 class Zero(nn.Module):
     """A removed residual branch ``f`` of ``x + f(x)``: returns zeros shaped like its input."""
 
     def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
-        return torch.zeros_like(x)
+        return torch.zeros_like(_stream(x, args))
+
+
+class Chain(nn.Module):
+    """``second(first(...))`` for a block that takes more than its input (a loaded ``.pt2``'s
+    block may take symbolic sizes too): both get the same other arguments."""
+
+    def __init__(self, first: nn.Module, second: nn.Module) -> None:
+        super().__init__()
+        self.first, self.second = first, second
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        out = self.first(*args, **kwargs)
+        i = next((k for k, a in enumerate(args) if isinstance(a, torch.Tensor)), 0)
+        return self.second(*args[:i], out, *args[i + 1 :], **kwargs)
+
+
+def _extra_inputs(m: nn.Module) -> bool:
+    """A module that runs a graph taking more than one input (an unflattened program's)."""
+    g = getattr(m, "graph", None)
+    return isinstance(g, torch.fx.Graph) and sum(n.op == "placeholder" for n in g.nodes) > 1
 
 
 class Undo:
@@ -65,6 +93,8 @@ class Undo:
             record_module(self.model, path, new)
         except InputError as e:  # e.g. a transformers layer: its config was updated instead
             set_submodule(self.model, path, new)
+            if hasattr(self.model, "module_call_graph"):
+                return  # a loaded .pt2 program: saved by exporting it again, not by a manifest
             self.notes.append(f"{path}: not in the netsculpt manifest ({e}); use save_pretrained")
 
     def setattr(self, obj: Any, name: str, value: Any) -> None:
@@ -290,7 +320,9 @@ def expand_block(model: nn.Module, block: Block, undo: Undo | None = None) -> nn
         items.insert(block.index + 1, new)
         _rebuild(model, block, items, undo, "insert")
     elif block.kind == "residual":
-        undo.replace(block.name, nn.Sequential(orig, new))
+        undo.replace(
+            block.name, Chain(orig, new) if _extra_inputs(orig) else nn.Sequential(orig, new)
+        )
     else:
         raise InputError(f"branch '{block.name}' is not in a container: cannot add a copy")
     return new
