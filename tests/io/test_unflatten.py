@@ -58,3 +58,22 @@ def test_it_copies_trains_and_exports_again():
     again = program_model(_program(m, x), ((x,), {}))
     with torch.no_grad():
         assert torch.equal(again(x), net(x))
+
+
+def test_a_container_whose_items_take_size_arguments_still_holds_the_blocks(tmp_path):
+    """With dynamic batch and sequence, the unflattened ``nn.Sequential`` of transformer layers
+    passes symbolic sizes to its items, so it cannot come back as an ``nn.Sequential``; its
+    items are still the blocks (the whole stack was one block, and ``cut --count 1`` removed
+    both layers)."""
+    import netsculpt as ns
+    from netsculpt.graph.blocks import find_blocks
+    from netsculpt.io import resolve_model
+
+    net = build_builtin("tiny-transformer").eval()
+    x = torch.randint(0, 256, (1, 64))
+    ns.export(net, tmp_path / "t.pt2", x)
+    m, mx, _ = resolve_model(str(tmp_path / "t.pt2"))
+    assert type(m.blocks).__name__ == "InterpreterModule"
+    names = [(b.name, b.kind) for b in find_blocks(m, mx)]
+    assert names == [(b.name, b.kind) for b in find_blocks(net, x)]
+    assert ("blocks.0", "residual") in names

@@ -59,6 +59,19 @@ _MAC_OPS = {"linear.default", "addmm.default", "mm.default", "bmm.default", "mat
 _CONTAINERS = (nn.Sequential, nn.ModuleList)
 
 
+def _container_type(m: nn.Module) -> type | None:
+    """``nn.Sequential`` / ``nn.ModuleList`` for such a container, or for the interpreter module
+    that ``torch.export.unflatten`` made of one (a loaded ``.pt2``: its ``_ty`` names the
+    original class; its items may take extra symbolic-size arguments); else None."""
+    if type(m) in _CONTAINERS:
+        return type(m)
+    ty = getattr(m, "_ty", None)
+    for cls in _CONTAINERS:
+        if ty == f"{cls.__module__}.{cls.__qualname__}":
+            return cls
+    return None
+
+
 @dataclass(frozen=True)
 class Block:
     """One removable / growable unit of depth; shapes are those seen on the example inputs."""
@@ -230,10 +243,10 @@ def _residual_chain(ix: _Index, out: torch.fx.Node, inputs: list, inner: set) ->
 def _walk(model: nn.Module, path: str, residual: set[str], out: list) -> None:
     """Collect (container, index, item path) for container items, recursing into plain
     containers and into modules that are not blocks themselves."""
-    if type(model) in _CONTAINERS:
+    if _container_type(model) is not None:
         for i, (name, child) in enumerate(model.named_children()):
             p = f"{path}.{name}" if path else name
-            if type(child) in _CONTAINERS and p not in residual:
+            if _container_type(child) is not None and p not in residual:
                 _walk(child, p, residual, out)
             else:
                 out.append((path, i, p))
@@ -271,9 +284,9 @@ def find_blocks(model: nn.Module, example_inputs: Any, cap: Captured | None = No
     # 1. residual modules: x + f(x) inside ("residual") or around them ("branch")
     kinds: dict[str, tuple] = {}
     for p, m in mods.items():
-        if not p or isinstance(m, nn.ModuleList):
+        if not p or _container_type(m) is nn.ModuleList:
             continue
-        plain_seq = type(m) is nn.Sequential  # residual only through its items, never itself
+        plain_seq = _container_type(m) is nn.Sequential  # residual only through its items
         inner = ix.inside({p})
         if not inner:
             continue
@@ -361,7 +374,7 @@ def _carried_state(model: nn.Module, container: str, ins: list, outs: list):
     (the mask and position tensors have other shapes). None otherwise."""
     if len(outs) != 1 or len(ins) < 2 or not container:
         return None
-    if not isinstance(model.get_submodule(container), nn.ModuleList):
+    if _container_type(model.get_submodule(container)) is None:
         return None
     shape = tuple(outs[0].meta["val"].shape)
     same = [i for i in ins if tuple(i.meta["val"].shape) == shape]
