@@ -60,9 +60,9 @@ _CONTAINERS = (nn.Sequential, nn.ModuleList)
 
 
 def _container_type(m: nn.Module) -> type | None:
-    """``nn.Sequential`` / ``nn.ModuleList`` for such a container, or for the interpreter module
-    that ``torch.export.unflatten`` made of one (a loaded ``.pt2``: its ``_ty`` names the
-    original class; its items may take extra symbolic-size arguments); else None."""
+    """``nn.Sequential`` / ``nn.ModuleList`` for such a container (exactly that class), or for
+    the interpreter module that ``torch.export.unflatten`` made of one (a loaded ``.pt2``: its
+    ``_ty`` names the original class; its items may take extra symbolic-size arguments)."""
     if type(m) in _CONTAINERS:
         return type(m)
     ty = getattr(m, "_ty", None)
@@ -284,7 +284,7 @@ def find_blocks(model: nn.Module, example_inputs: Any, cap: Captured | None = No
     # 1. residual modules: x + f(x) inside ("residual") or around them ("branch")
     kinds: dict[str, tuple] = {}
     for p, m in mods.items():
-        if not p or _container_type(m) is nn.ModuleList:
+        if not p or isinstance(m, nn.ModuleList) or _container_type(m) is nn.ModuleList:
             continue
         plain_seq = _container_type(m) is nn.Sequential  # residual only through its items
         inner = ix.inside({p})
@@ -374,7 +374,9 @@ def _carried_state(model: nn.Module, container: str, ins: list, outs: list):
     (the mask and position tensors have other shapes). None otherwise."""
     if len(outs) != 1 or len(ins) < 2 or not container:
         return None
-    if _container_type(model.get_submodule(container)) is None:
+    holder = model.get_submodule(container)
+    unflattened = hasattr(holder, "_ty") and _container_type(holder) is not None
+    if not (isinstance(holder, nn.ModuleList) or unflattened):
         return None
     shape = tuple(outs[0].meta["val"].shape)
     same = [i for i in ins if tuple(i.meta["val"].shape) == shape]
