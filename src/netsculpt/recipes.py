@@ -362,7 +362,8 @@ def run(
     """Run a recipe; returns the combined Report. A ``model`` passed here is edited in place.
 
     With ``output`` (or the recipe's ``output:``) the model is saved there with
-    :func:`netsculpt.save`, next to ``report.json`` and ``report.html``.
+    :func:`netsculpt.save`, next to ``report.json`` and ``report.html``; an output ending in
+    ``.pt2`` is exported, with ``<stem>.report.json`` / ``<stem>.report.html`` beside it.
 
     Example::
 

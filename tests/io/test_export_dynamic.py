@@ -3,6 +3,8 @@ sequence length for token inputs); a loaded .pt2 evaluates from the command line
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from torch import nn
@@ -152,6 +154,16 @@ def test_merge_models_and_run_take_a_pt2(program_file, tmp_path, capsys):
     recipe.write_text(f"model: {program_file}\nsteps:\n  - prune: {{amount: 0.5}}\n")
     assert main(["-q", "run", str(recipe), "-o", str(tmp_path / "run.pt2")]) == 0
     assert 0 < _params(tmp_path / "run.pt2") < _params(program_file)
+    # the report goes beside the program, as a folder output gets report.json / report.html
+    saved = json.loads((tmp_path / "run.report.json").read_text())
+    assert saved["op"] == "run" and saved["after"]["params"] == _params(tmp_path / "run.pt2")
+    assert "<html" in (tmp_path / "run.report.html").read_text().lower()
+    extra = tmp_path / "extra.json"
+    argv = ["-q", "run", str(recipe), "-o", str(tmp_path / "run2.pt2"), "--report", str(extra)]
+    assert main(argv) == 0
+    assert json.loads(extra.read_text())["after"]["params"] == saved["after"]["params"]
+    assert main(["-q", "run", str(recipe), "-o", str(tmp_path / "r3.pt2"), "--report", "x.txt"]) == 2
+    assert not (tmp_path / "r3.pt2").exists()
 
 
 @pytest.mark.parametrize(

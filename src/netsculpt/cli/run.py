@@ -18,16 +18,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "-o", "--output", help="output folder or .pt2 file (overrides the recipe's output:)"
     )
+    parser.add_argument("--report", help="also write the report to this .json or .html file")
     parser.add_argument("--check", action="store_true", help="validate the recipe and stop")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress output")
 
 
 def run(args: argparse.Namespace) -> int:
-    from netsculpt.cli._common import check_model_output, check_output
+    from netsculpt.cli._common import check_model_output, check_output, write_report
     from netsculpt.recipes import load_recipe, replay_config
     from netsculpt.recipes import run as run_recipe
 
     check_output(args.output)
+    if args.report:
+        check_output(args.report, suffixes=(".json", ".html"))
     recipe = replay_config(args.recipe) if args.recipe.endswith(".json") else args.recipe
     if args.model:
         recipe = load_recipe(recipe).model_copy(update={"model": args.model})
@@ -41,4 +44,5 @@ def run(args: argparse.Namespace) -> int:
         return 0
     report = run_recipe(recipe, output=args.output, progress=not args.quiet)
     print(report)
+    write_report(report, args.report)
     return 0

@@ -148,14 +148,22 @@ def save(model: nn.Module, directory: str | os.PathLike, *, source: str | None =
 
 def save_run(model: nn.Module, out: str | os.PathLike, report: Any, example_inputs: Any) -> str:
     """Where a recipe's result goes: ``out`` ending in ``.pt2`` gets the model exported (dynamic
-    batch; the report is printed, not written); a folder gets the model
-    (:func:`save`) and ``report.json`` / ``report.html``. Returns the note saying where."""
+    batch) and the report beside it as ``<stem>.report.json`` / ``<stem>.report.html``; a folder
+    gets the model (:func:`save`) and ``report.json`` / ``report.html``. Returns the note saying
+    where."""
     out = Path(out)
     if out.suffix == ".pt2":
         from netsculpt.io.export import export
+        from netsculpt.io.outputs import write_text_atomic
 
         export(model, out, example_inputs)
-        return f"saved the model to {out} (torch.export program, dynamic batch)"
+        stem = out.with_suffix("")
+        write_text_atomic(f"{stem}.report.json", report.to_json())
+        write_text_atomic(f"{stem}.report.html", report.to_html())
+        return (
+            f"saved the model to {out} (torch.export program, dynamic batch) and the report"
+            f" to {stem.name}.report.json / .html"
+        )
     save(model, out)
     report.to_json(out / "report.json")
     report.to_html(out / "report.html")
