@@ -162,7 +162,9 @@ def test_merge_models_and_run_take_a_pt2(program_file, tmp_path, capsys):
     argv = ["-q", "run", str(recipe), "-o", str(tmp_path / "run2.pt2"), "--report", str(extra)]
     assert main(argv) == 0
     assert json.loads(extra.read_text())["after"]["params"] == saved["after"]["params"]
-    assert main(["-q", "run", str(recipe), "-o", str(tmp_path / "r3.pt2"), "--report", "x.txt"]) == 2
+    assert (
+        main(["-q", "run", str(recipe), "-o", str(tmp_path / "r3.pt2"), "--report", "x.txt"]) == 2
+    )
     assert not (tmp_path / "r3.pt2").exists()
 
 
