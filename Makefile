@@ -82,7 +82,7 @@ format: $(VENV)/.test
 BENCH_JOBS ?= 2
 BENCH_TARGETS := bench-zoo bench-speedup bench-heal bench-cut-grow bench-merge bench-hf \
 	bench-llama7b-meta bench-default-importance bench-optimize bench-timm-zoo bench-detection \
-	bench-rnn bench-llmcompressor bench-keras bench-optimize-latency
+	bench-rnn bench-llmcompressor bench-keras bench-optimize-latency bench-minilm
 
 .PHONY: $(BENCH_TARGETS)
 bench: $(BENCH_TARGETS)
@@ -134,6 +134,8 @@ bench-keras: $(VENV)/.bench $(VENV_TF)/.bench-keras
 	KERAS_BACKEND=torch $(PY) benchmarks/keras_digits.py --tfmot-python $(VENV_TF)/bin/python
 bench-optimize-latency: $(VENV)/.bench
 	$(PY) benchmarks/optimize_latency.py
+bench-minilm: $(VENV)/.bench
+	$(PY) benchmarks/minilm.py
 
 clean:
 	rm -rf $(VENV) $(VENV_TF) $(VENV_LLMC) build dist src/*.egg-info

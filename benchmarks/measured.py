@@ -293,6 +293,24 @@ def default_importance(b: str) -> str:
     )
 
 
+def minilm(b: str) -> str:
+    rows = [r for t in tables(b) for r in t if "fidelity after heal" in r and "params" in r]
+    if not rows:
+        raise Missing("benchmarks/RESULTS.md section 'minilm': no table of settings")
+    seeds = find("minilm", b, r"Seeds ([\d, ]+) \(the split")[1]
+    parts = [
+        f"{r['setting']}: fidelity {r['fidelity after surgery']} → {r['fidelity after heal']}, "
+        f"NN agreement {r['NN agreement after surgery']} → {r['NN agreement after heal']}, "
+        f"{r['wall per run']} a run"
+        for r in rows
+    ]
+    return (
+        f"**MiniLM** (`minilm.py`, the real all-MiniLM-L6-v2, 2 of 6 layers cut + 30% of MLP "
+        f"channels, KD heal, 256 held-out sentences, seeds {seeds}; params "
+        f"{rows[0]['params']}): " + "; ".join(parts).replace("**", "") + "."
+    )
+
+
 BULLETS: list[tuple[str, Callable[[str], str]]] = [
     ("zoo", zoo),
     ("timm-zoo", timm_zoo),
@@ -305,6 +323,7 @@ BULLETS: list[tuple[str, Callable[[str], str]]] = [
     ("cut_grow", cut_grow),
     ("merge", merge),
     ("transformers", transformers),
+    ("minilm", minilm),
     ("llm-calibrated", llm_calibrated),
     ("keras-digits-tensorflow", keras_digits("tensorflow")),
     ("keras-digits-torch", keras_digits("torch")),

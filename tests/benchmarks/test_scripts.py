@@ -37,6 +37,8 @@ Smoke runs:
 - ``llmc_anchor.py``: runs in llm-compressor's own venv (``make bench-llmcompressor``).
 - ``optimize_latency.py``: runs ``ns.optimize`` for a latency budget on torchvision models;
   even mobilenet_v2 at 32×32, batch 1, with a 20 s time budget takes 2.5 min here.
+- ``minilm.py``: every run loads the real MiniLM, scores its layers and MLP channels on
+  calibration batches and distils it (``--seeds 0 --no-long --steps 2`` is still ~40 s here).
 - ``measured.py``: not a measurement; ``tests/benchmarks/test_measured.py`` runs its function
   on RESULTS.md and README.md directly.
 - ``merge.py``: ``--quick`` still measures resnet50 / mobilenet_v2 latencies and trains the
