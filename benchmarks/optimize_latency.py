@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import os
 import statistics
 import sys
 import time
@@ -66,7 +67,7 @@ def one(args, arch: str, batch: int) -> dict:
     search_s = time.perf_counter() - t0
     macs0, macs1 = ns.measure(base, x).macs, ns.measure(opt, x).macs
     uniform = copy.deepcopy(base)
-    ns.prune(uniform, x, target_macs=macs1 / macs0, importance="l2")
+    ns.prune(uniform, x, target_macs=macs1 / macs0, importance="l2", uniform=True)
     ns.merge(uniform, x)  # the same exact BatchNorm folds optimize starts with
     ns.make_permanent(uniform)
     ms = interleaved({"base": base, "optimize": opt, "uniform": uniform}, batched(x, batch),
@@ -132,7 +133,7 @@ def main() -> None:
     p.add_argument("--quiet", action="store_true", help="no per-step lines from optimize")
     args = p.parse_args()
     command = " ".join(["python", "benchmarks/optimize_latency.py", *sys.argv[1:]])
-    t0 = time.perf_counter()
+    t0, load0 = time.perf_counter(), os.getloadavg()[0]
     rows = []
     for arch in args.models:
         for b in args.batches:
@@ -143,8 +144,9 @@ def main() -> None:
         f"Random init, {args.size}×{args.size} inputs, {args.threads} threads; optimize without "
         f"data or heals, step {args.step:g}, latency_points {args.points}, "
         f"{args.rounds} rounds per search timing, time budget {args.time_budget:g} s; final "
-        f"timings: {args.final_rounds} interleaved rounds (median) on a shared 2-core machine "
-        f"(other processes ran alongside); {(time.perf_counter() - t0) / 60:.1f} min in all. "
+        f"timings: {args.final_rounds} interleaved rounds (median); load average (1 min) "
+        f"{load0:.1f} at the start and {os.getloadavg()[0]:.1f} at the end on "
+        f"{os.cpu_count()} cores; {(time.perf_counter() - t0) / 60:.1f} min in all. "
         "Table error: the latency table's prediction ÷ the measured model − 1 at each accepted "
         "step (the step with the largest |error| named)."
     )
