@@ -93,10 +93,11 @@ def timm_zoo(b: str) -> str:
     run = find("timm-zoo", b, r"Families run: \*\*(\d+)\*\* of (\d+)")
     ok = find("timm-zoo", b, r"prunes and reloads \*\*(\d+)/(\d+) \((\d+)%\)\*\*")
     tp = sum(r.get("TP") == "pass" for t in tables(b) for r in t)
+    ran = f"all {run[2]} families run" if run[1] == run[2] else f"{run[1]} of {run[2]} families run"
     return (
-        f"**timm** (`timm_zoo.py`, one model per family, `amount=0.3`): {run[1]} of {run[2]} "
-        f"families run so far; **{ok[1]}/{ok[2]} ({ok[3]}%) prune and reload**; Torch-Pruning "
-        f"prunes {tp} of the same {run[1]}."
+        f"**timm** (`timm_zoo.py`, one model per family, `amount=0.3`): {ran}; "
+        f"**{ok[1]}/{ok[2]} ({ok[3]}%) prune and reload**; Torch-Pruning 1.6.1 prunes {tp} of "
+        f"the same {run[1]} in the same run."
     )
 
 
