@@ -277,6 +277,28 @@ def optimize(b: str) -> str:
     )
 
 
+def optimize_latency(b: str) -> str:
+    rows = [r for t in tables(b) for r in t if "optimize speed-up" in r]
+    if not rows:
+        raise Missing("benchmarks/RESULTS.md section 'optimize-latency': no table")
+    budget = find("optimize-latency", b, r"time budget ([\d.]+) s")[1]
+    parts = [
+        f"{r['model']} batch {r['batch']}: "
+        + "{} of the base latency (target {};".format(
+            *re.findall(r"[\d.]+", r["delivered ÷ base (target)"])
+        )
+        + " "
+        + f"{'met' if r['met (≤ +5%)?'] == 'yes' else 'not met, stop: ' + r['stop']}), "
+        + f"{r['optimize speed-up']} vs a uniform prune's {r['uniform speed-up, same MACs']} at the "
+        "same MACs"
+        for r in rows
+    ]
+    return (
+        "**optimize to a latency budget on torchvision** (`optimize_latency.py`, random init, "
+        f"2× target, no data, {budget} s per search): " + "; ".join(parts) + "."
+    )
+
+
 def llama7b_meta(b: str) -> str:
     r = tables(b)[0][0]
     return (
@@ -320,6 +342,7 @@ BULLETS: list[tuple[str, Callable[[str], str]]] = [
     ("speedup", speedup),
     ("heal", heal),
     ("optimize", optimize),
+    ("optimize-latency", optimize_latency),
     ("default-importance", default_importance),
     ("cut_grow", cut_grow),
     ("merge", merge),
