@@ -82,6 +82,7 @@ SCRIPTS: dict[str, tuple[str, str] | None] = {
     "llmc_anchor.py": None,
     "measured.py": None,
     "merge.py": None,
+    "minilm.py": None,
     "optimize.py": None,
     "rnn.py": None,
     "optimize_latency.py": None,
