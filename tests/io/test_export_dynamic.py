@@ -166,6 +166,9 @@ def test_merge_models_and_run_take_a_pt2(program_file, tmp_path, capsys):
         main(["-q", "run", str(recipe), "-o", str(tmp_path / "r3.pt2"), "--report", "x.txt"]) == 2
     )
     assert not (tmp_path / "r3.pt2").exists()
+    (tmp_path / "r4.report.html").mkdir()  # where the report would go: refused before any work
+    assert main(["-q", "run", str(recipe), "-o", str(tmp_path / "r4.pt2")]) == 2
+    assert not (tmp_path / "r4.pt2").exists() and not (tmp_path / "r4.report.json").exists()
 
 
 @pytest.mark.parametrize(

@@ -24,7 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from netsculpt.cli._common import check_model_output, check_output, write_report
+    from netsculpt.cli._common import check_model_output, check_output, is_program, write_report
     from netsculpt.recipes import load_recipe, replay_config
     from netsculpt.recipes import run as run_recipe
 
@@ -37,6 +37,12 @@ def run(args: argparse.Namespace) -> int:
     parsed = load_recipe(recipe)
     out = args.output or parsed.output
     check_output(out)
+    if is_program(out):  # the report goes beside the program: refuse a bad name there too
+        from netsculpt.io.outputs import check_file_target
+        from netsculpt.io.saving import program_report_files
+
+        for path in program_report_files(out):
+            check_file_target(path, what="report")
     check_model_output(str(out) if out else None, str(parsed.model or ""), None)
     if args.check:
         recipe = load_recipe(recipe)

@@ -146,6 +146,13 @@ def save(model: nn.Module, directory: str | os.PathLike, *, source: str | None =
     return target
 
 
+def program_report_files(out: str | os.PathLike) -> tuple[Path, Path]:
+    """The report files that go beside a recipe's ``.pt2`` output: ``<stem>.report.json`` and
+    ``<stem>.report.html``."""
+    stem = Path(out).with_suffix("")
+    return stem.with_name(f"{stem.name}.report.json"), stem.with_name(f"{stem.name}.report.html")
+
+
 def save_run(model: nn.Module, out: str | os.PathLike, report: Any, example_inputs: Any) -> str:
     """Where a recipe's result goes: ``out`` ending in ``.pt2`` gets the model exported (dynamic
     batch) and the report beside it as ``<stem>.report.json`` / ``<stem>.report.html``; a folder
@@ -154,15 +161,14 @@ def save_run(model: nn.Module, out: str | os.PathLike, report: Any, example_inpu
     out = Path(out)
     if out.suffix == ".pt2":
         from netsculpt.io.export import export
-        from netsculpt.io.outputs import write_text_atomic
 
         export(model, out, example_inputs)
-        stem = out.with_suffix("")
-        write_text_atomic(f"{stem}.report.json", report.to_json())
-        write_text_atomic(f"{stem}.report.html", report.to_html())
+        as_json, as_html = program_report_files(out)
+        report.to_json(as_json)
+        report.to_html(as_html)
         return (
             f"saved the model to {out} (torch.export program, dynamic batch) and the report"
-            f" to {stem.name}.report.json / .html"
+            f" to {as_json.name} / {as_html.name}"
         )
     save(model, out)
     report.to_json(out / "report.json")
