@@ -282,20 +282,18 @@ def optimize_latency(b: str) -> str:
     if not rows:
         raise Missing("benchmarks/RESULTS.md section 'optimize-latency': no table")
     budget = find("optimize-latency", b, r"time budget ([\d.]+) s")[1]
-    parts = [
-        f"{r['model']} batch {r['batch']}: "
-        + "{} of the base latency (target {};".format(
-            *re.findall(r"[\d.]+", r["delivered ÷ base (target)"])
+    parts = []
+    for r in rows:
+        delivered, target = re.findall(r"[\d.]+", r["delivered ÷ base (target)"])
+        met = "met" if r["met (≤ +5%)?"] == "yes" else f"not met, stop: {r['stop']}"
+        parts.append(
+            f"{r['model']} batch {r['batch']}: {delivered} of the base latency (target {target};"
+            f" {met}), {r['optimize speed-up']} vs a uniform prune's "
+            f"{r['uniform speed-up, same MACs']} at the same MACs"
         )
-        + " "
-        + f"{'met' if r['met (≤ +5%)?'] == 'yes' else 'not met, stop: ' + r['stop']}), "
-        + f"{r['optimize speed-up']} vs a uniform prune's {r['uniform speed-up, same MACs']} at the "
-        "same MACs"
-        for r in rows
-    ]
     return (
         "**optimize to a latency budget on torchvision** (`optimize_latency.py`, random init, "
-        f"2× target, no data, {budget} s per search): " + "; ".join(parts) + "."
+        f"no data, {budget} s per search): " + "; ".join(parts) + "."
     )
 
 
@@ -321,6 +319,7 @@ def minilm(b: str) -> str:
     if not rows:
         raise Missing("benchmarks/RESULTS.md section 'minilm': no table of settings")
     seeds = find("minilm", b, r"Seeds ([\d, ]+) \(the split")[1]
+    setup = find("minilm", b, r"(\d+) of 6 layers dropped.*?(\d+%) of the MLP.*?of (\d+) held-out")
     parts = [
         f"{r['setting']}: fidelity {r['fidelity after surgery']} → {r['fidelity after heal']}, "
         f"NN agreement {r['NN agreement after surgery']} → {r['NN agreement after heal']}, "
@@ -328,8 +327,8 @@ def minilm(b: str) -> str:
         for r in rows
     ]
     return (
-        f"**MiniLM** (`minilm.py`, the real all-MiniLM-L6-v2, 2 of 6 layers cut + 30% of MLP "
-        f"channels, KD heal, 256 held-out sentences, seeds {seeds}; params "
+        f"**MiniLM** (`minilm.py`, the real all-MiniLM-L6-v2, {setup[1]} of 6 layers cut + "
+        f"{setup[2]} of MLP channels, KD heal, {setup[3]} held-out sentences, seeds {seeds}; params "
         f"{rows[0]['params']}): " + "; ".join(parts).replace("**", "") + "."
     )
 

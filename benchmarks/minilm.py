@@ -60,6 +60,9 @@ def one_setting(label: str, seeds: list[int], quiet: bool, **kw) -> dict:
                 "healed_nn": d["after_heal"]["nn_agreement"],
                 "removed": d["removed_layers"],
                 "seconds": d["seconds"],
+                "drop": rep.config["drop"],
+                "mlp": rep.config["mlp"],
+                "held_out": d["held_out_sentences"],
             }
         )
         if not quiet:
@@ -141,14 +144,16 @@ def main(argv: list[str] | None = None) -> int:
         )
     load1 = f"{os.getloadavg()[0]:.1f}"
     command = "python benchmarks/minilm.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    first = results[0]["runs"][0]  # the demo's own settings, as its report gives them
     body = (
         "## MiniLM demo (issue 14): cut + prune + KD heal of the real all-MiniLM-L6-v2\n\n"
         f"{stamp(command.strip(), anchors=ANCHORS)}\n\n"
         "`netsculpt.hf.demo.run_minilm_demo` (what `netsculpt demo --model minilm` runs): "
-        "2 of 6 layers dropped by block influence, 30% of the MLP channels of every remaining "
-        "layer pruned (activation importance, uniform), then distilled toward the original "
-        "(1 − cos of mean-pooled embeddings). Fidelity = mean cosine to the original's "
-        "embeddings of 256 held-out docstring sentences; NN agreement = fraction of those "
+        f"{first['drop']} of 6 layers dropped by block influence, {first['mlp']:.0%} of the MLP "
+        "channels of every remaining layer pruned (activation importance, uniform), then "
+        "distilled toward the original (1 − cos of mean-pooled embeddings). Fidelity = mean "
+        f"cosine to the original's embeddings of {first['held_out']} held-out docstring "
+        "sentences; NN agreement = fraction of those "
         "sentences whose nearest neighbour is the same as with the original. "
         f"Seeds {', '.join(map(str, a.seeds))} (the split and the batch order); mean ± std. "
         "11.7 M of the params are the word embeddings, which no op here touches.\n\n"
