@@ -149,8 +149,24 @@ def heal(b: str) -> str:
 
 
 def cut_grow(b: str) -> str:
-    verdict = find("cut_grow", b, r"Issue 3 acceptance [^:]*: (.*?)\.\n")[1]
-    return f"**Layer removal** (`cut_grow.py`, 12-block residual CNN on mnist1d): {verdict}."
+    """The default vs drop-last-n after the heal, at equal blocks and at equal parameters."""
+    parts = []
+    for model in ("wide", "narrow"):
+        sub = find("cut_grow", b, rf"\*\*{model}\*\*(.*?)(?=\n\*\*\w+\*\*: |\nIssue 3|\Z)")[1]
+        after = r"after heal it (?:does not beat|beats) [^(]*\(([\d.]+) vs ([\d.]+), [^;]*; higher on (\d+ of \d+)"
+        blocks = find("cut_grow", sub, r"- \S+ \(default\) vs drop last n: .*?" + after)
+        params = find("cut_grow", sub, r"- At equal parameters .*?" + after)
+        parts.append(
+            f"{model}: {blocks[1]} vs drop-last-n {blocks[2]} at equal blocks (higher on "
+            f"{blocks[3]} seeds), {params[1]} vs {params[2]} at equal parameters (higher on "
+            f"{params[3]})"
+        )
+    return (
+        "**Layer removal** (`cut_grow.py`, 12-block residual CNN on mnist1d, 5 seeds, test "
+        "accuracy after the same heal, the default `kl` vs dropping the last blocks): "
+        + "; ".join(parts)
+        + "."
+    )
 
 
 def merge(b: str) -> str:
