@@ -192,17 +192,25 @@ def transformers(b: str) -> str:
     parts = []
     for model in ("llama", "gpt2"):
         sub = find("transformers", b, rf"\*\*{model}\*\*(.*?)(?=\n\*\*\w+\*\* \(|\Z)")[1]
-        ours = row("transformers", sub, method="netsculpt prune 30% heads + MLP (l2")
         tp = row("transformers", sub, method="Torch-Pruning")
         dense = find("transformers", sub, r"dense perplexity \*\*([\d.]+)\*\*")[1]
+        ours = []
+        for imp in ("l2", "activation"):
+            r = row("transformers", sub, method=f"netsculpt prune 30% heads + MLP ({imp}")
+            ours.append(f"{imp} {r['ppl (no heal)']} → {r['ppl (healed)']}")
+        failed = tp["ppl (no heal)"].startswith("failed")
         theirs = (
-            f"Torch-Pruning's LLM recipe {tp['ppl (no heal)']} → {tp['ppl (healed)']}"
-            if not tp["ppl (no heal)"].startswith("failed")
-            else "Torch-Pruning's LLM recipe fails"
+            "Torch-Pruning's LLM recipe fails"
+            if failed
+            else f"Torch-Pruning's LLM recipe {tp['ppl (no heal)']} → {tp['ppl (healed)']}"
         )
+        paired = re.findall(
+            r"- Paired, healed perplexity, netsculpt (\w+) − Torch-Pruning: ([^\n]*?)\.?\n", sub
+        )
+        wins = "".join(f"; {imp} − Torch-Pruning {d}" for imp, d in paired)
         parts.append(
-            f"{model} (dense {dense}): netsculpt 30% heads + MLP {ours['ppl (no heal)']} → "
-            f"{ours['ppl (healed)']} after the same heal, {theirs}"
+            f"{model} (dense {dense}): netsculpt 30% heads + MLP {', '.join(ours)} after the same "
+            f"heal, {theirs}{wins}"
         )
     seeds = re.search(r"; (seeds [\d, ]+); dense perplexity", b)
     label = f"mean of {seeds[1]}" if seeds else "one seed"
