@@ -28,15 +28,14 @@ def run(args: argparse.Namespace) -> int:
     from netsculpt.recipes import load_recipe, replay_config
     from netsculpt.recipes import run as run_recipe
 
-    check_output(args.output)
     if args.report:
         check_output(args.report, suffixes=(".json", ".html"))
     recipe = replay_config(args.recipe) if args.recipe.endswith(".json") else args.recipe
-    if args.model:
-        recipe = load_recipe(recipe).model_copy(update={"model": args.model})
     parsed = load_recipe(recipe)
+    if args.model:
+        parsed = parsed.model_copy(update={"model": args.model})
     out = args.output or parsed.output
-    check_output(out)
+    check_output(out)  # -o, or the recipe's own output
     if is_program(out):  # the report goes beside the program: refuse a bad name there too
         from netsculpt.io.outputs import check_file_target
         from netsculpt.io.saving import program_report_files
@@ -45,10 +44,9 @@ def run(args: argparse.Namespace) -> int:
             check_file_target(path, what="report")
     check_model_output(str(out) if out else None, str(parsed.model or ""), None)
     if args.check:
-        recipe = load_recipe(recipe)
-        print(f"{args.recipe}: ok ({len(recipe.steps)} steps)")
+        print(f"{args.recipe}: ok ({len(parsed.steps)} steps)")
         return 0
-    report = run_recipe(recipe, output=args.output, progress=not args.quiet)
+    report = run_recipe(parsed, output=args.output, progress=not args.quiet)
     print(report)
     write_report(report, args.report)
     return 0
