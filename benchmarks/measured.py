@@ -79,13 +79,16 @@ def zoo(b: str) -> str:
     r50 = row("zoo", b, model="resnet50")
     macs = re.findall(r"[\d,]+", r50["MACs before → after (ratio)"])
     g = lambda s: int(s.replace(",", "")) / 1e9  # noqa: E731
-    rule = re.search(r"A pass: ([^.;]*)", b)
+    rule = re.search(r"A pass: (.*?)(?:;|\.\s)", b)
+    fails = [f"{r['model']} ({r['netsculpt'].removeprefix('fail: ')})" for t in tables(b)
+             for r in t if r.get("netsculpt", "pass") != "pass"]  # fmt: skip
     rule = rule[1] if rule else "the pruned model runs with its output shape kept"
     return (
         f"**Coverage** (`zoo.py`): **{ours[1]}/{ours[2]}** torchvision classification models "
         f"pass at `amount=0.5` ({rule})" + (f"; Torch-Pruning 1.6.1 {tp[1]}/{tp[2]} by the same "
-        "rules" if tp else "; Torch-Pruning column not run") + f". resnet50 {g(macs[0]):.2f} → "
-        f"{g(macs[1]):.2f} GMACs in {r50['prune s']} s."
+        "rules, save → load aside" if tp else "; Torch-Pruning column not run") + f". resnet50 {g(macs[0]):.2f} → "
+        f"{g(macs[1]):.2f} GMACs in {r50['prune s']} s." + (f" Fails: {'; '.join(fails)}."
+        if fails else "")
     )  # fmt: skip
 
 

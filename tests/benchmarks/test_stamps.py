@@ -1,7 +1,6 @@
 """Every section of ``benchmarks/RESULTS.md`` is one that a script in ``benchmarks/`` writes, and
-every stamp line in it (``benchmarks/_results.stamp``) names a commit of this repository's
-history. (Three sections written before stamps existed, cut_grow, transformers and zoo,
-have none yet; README's generated list marks them "no stamp".)"""
+every one carries a stamp line (``benchmarks/_results.stamp``) that names a commit of this
+repository's history."""
 
 from __future__ import annotations
 
@@ -51,3 +50,8 @@ def test_every_stamp_names_a_commit_of_this_history():
             if not ok:
                 bad[name] = commit
     assert not bad, f"stamps naming commits that are not in the history: {bad}"
+
+
+def test_every_section_has_a_stamp():
+    missing = [name for name, body in _sections().items() if not STAMP.search(body)]
+    assert not missing, f"sections without a stamp line: {missing}"
